@@ -1,0 +1,97 @@
+# The one front door. Every target that runs Python depends on $(SETUP): on a bare machine that
+# builds .venv/ first; with PYTHON=python3 (Docker image, GPU box) it installs nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PYTHON  ?= $(VENV)/bin/python
+# torch comes first and alone: on CPU-only machines the CPU build, elsewhere the image's own.
+TORCH_SPEC ?= torch==2.13.0
+ifeq ($(PYTHON),$(VENV)/bin/python)
+SETUP := $(VENV)/.installed
+else
+SETUP :=
+endif
+
+DATA      ?= data/both_rel_instruct_all.jsonl
+PROCESSED ?= data/processed
+SAMPLE    := data/sample/sample_instruct.jsonl
+RECIPE    ?= tiny-cpu
+GPUS      ?= 1
+RESUME    ?=
+RUN       ?=
+export AXOLOTL_DO_NOT_TRACK ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
+        serve test lint docker-build docker-train bench-train bench-eval clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: $(SETUP)  ## create .venv/ with the pinned stack (idempotent)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+data: $(SETUP)  ## validate + split DATA into PROCESSED (train/validation/test chat JSONL)
+	$(PYTHON) -m preprocessing prepare $(DATA) --out $(PROCESSED)
+
+build-bc5cdr: $(SETUP)  ## rebuild the instruction JSONL from BC5CDR PubTator files (BC5CDR=dir)
+	$(PYTHON) -m preprocessing build-bc5cdr $(BC5CDR)/CDR_TrainingSet.PubTator.txt \
+		$(BC5CDR)/CDR_DevelopmentSet.PubTator.txt --out $(DATA)
+
+tiny-model: $(SETUP)  ## build the local random-init tiny Llama + tokenizer used by tiny-cpu
+	$(PYTHON) -m training build-tiny
+
+train: $(SETUP)  ## train RECIPE on DATA (prepares data first when stale); RESUME=runs/<dir>, GPUS=N
+	$(PYTHON) -m training train $(RECIPE) --data $(DATA) --processed $(PROCESSED) --gpus $(GPUS) \
+		$(if $(RESUME),--resume $(RESUME))
+
+demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval report
+	$(PYTHON) -m training demo
+
+eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it
+	$(PYTHON) -m eval generate --run $(RUN)
+
+eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
+	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
+
+compare: $(SETUP)  ## one table (+ PNG) over every evaluated run
+	$(PYTHON) -m eval compare runs
+
+merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
+	$(PYTHON) -m training merge $(RUN)
+
+serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract)
+	$(PYTHON) -m eval serve --run $(RUN)
+
+test: $(SETUP)  ## the whole test suite (CPU)
+	$(PYTHON) -m ruff check .
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+
+lint: $(SETUP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+docker-build:  ## build the training image (docker/Dockerfile)
+	docker build -f docker/Dockerfile -t cdr-finetune:latest .
+
+docker-train:  ## make train inside the image, all GPUs, data/ runs/ and HF cache mounted
+	docker run --rm --gpus all --ipc=host -e HF_TOKEN -e HF_USERNAME -e WANDB_PROJECT \
+		-v $(CURDIR)/data:/workspace/cdr/data -v $(CURDIR)/runs:/workspace/cdr/runs \
+		-v $${HF_HOME:-$$HOME/.cache/huggingface}:/root/.cache/huggingface \
+		cdr-finetune:latest make train PYTHON=python3 RECIPE=$(RECIPE) GPUS=$(GPUS)
+
+bench-train: $(SETUP)  ## GPU: seed script vs our recipe, same model shape and data
+	$(PYTHON) -m bench train
+
+bench-eval: $(SETUP)  ## GPU: seed's one-at-a-time sampling loop vs our batched eval
+	$(PYTHON) -m bench eval
+
+clean:  ## remove built data, runs and models (keeps .venv)
+	rm -rf $(PROCESSED) runs models/built
