@@ -1,0 +1,513 @@
+"""Validate an instruction JSONL and split it by abstract into Axolotl chat rows.
+
+``prepare(input, out_dir)`` reads the file line by line (bytes, decoded per line, so one bad line
+never hides the rest), rejects bad rows with their physical line number, reports data-quality
+findings, drops relation lines with a ``None`` argument (unless asked to keep them), splits
+80/10/10 by abstract and writes:
+
+  train.jsonl validation.jsonl test.jsonl   {"messages", "task", "doc_id", "prompt", "completion"}
+  rejects.jsonl                             {"line", "reason", "raw"}
+  repairs.jsonl                             {"line", "task", "dropped", "reason"}
+  findings.jsonl                            {"line", "task", "kind", "detail"}
+  manifest.json, report.md
+
+The split is a pure function of the abstracts and the seed (sha256, no ``hash()``), so reruns are
+byte-identical on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from preprocessing.task import (
+    DEFAULT_SYSTEM_PROMPT,
+    TASKS,
+    parse_items,
+    parse_prompt,
+    parse_relation,
+)
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+EVAL_FRACTION = Fraction(1, 10)  # validation and test each; train gets the rest (80 %)
+FINDING_KINDS: tuple[str, ...] = (
+    "empty_target",
+    "none_relation",
+    "repeated_item",
+    "case_variants",
+    "malformed_relation",
+)
+OUTPUT_FILES: tuple[str, ...] = (
+    *(f"{split}.jsonl" for split in SPLITS),
+    "manifest.json",
+)
+HOW_TO_GET_DATA = (
+    "Put your instruction JSONL at data/both_rel_instruct_all.jsonl (or pass its path), or build "
+    "it from the BC5CDR corpus: make build-bc5cdr BC5CDR=path/to/CDR_Data (= python -m "
+    "preprocessing build-bc5cdr CDR_TrainingSet.PubTator.txt CDR_DevelopmentSet.PubTator.txt "
+    "--out data/both_rel_instruct_all.jsonl). To try the pipeline without it, use the synthetic "
+    "sample: data/sample/sample_instruct.jsonl."
+)
+# How many rejects the error message lists one by one; all of them are in rejects.jsonl.
+SHOWN_REJECTS = 20
+
+
+class MissingInputError(FileNotFoundError):
+    """The input file does not exist; the message says how to obtain or build it."""
+
+
+class RejectedRowsError(ValueError):
+    """Some lines were rejected and ``allow_rejects`` was off; the message names the lines."""
+
+    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
+@dataclass
+class Row:
+    line: int
+    task: str
+    doc_id: str
+    prompt: str
+    completion: str
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def doc_id_of(abstract: str) -> str:
+    """The abstract's id: sha256 of its text, whitespace runs collapsed so that trivially
+    re-wrapped copies of one abstract still share an id (and a split)."""
+    return sha256_hex(" ".join(abstract.split()).encode("utf-8"))[:16]
+
+
+def _abstract_key(prompt: str) -> str:
+    parsed = parse_prompt(prompt)
+    assert parsed is not None  # only validated rows get here
+    return " ".join(parsed[1].split())
+
+
+# ---- reading and validation -----------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _check_line(text: str, seen: dict[str, tuple[int, str]]) -> tuple[Row | None, str]:
+    """One decoded, non-blank line -> (row, "") or (None, reason)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"not JSON: {err.msg} (column {err.colno})"
+    if not isinstance(obj, dict):
+        return None, f"not a JSON object (got {_json_type(obj)})"
+    for key in ("prompt", "completion"):
+        if key not in obj:
+            return None, f"'{key}' missing"
+        if not isinstance(obj[key], str):
+            return None, f"'{key}' is not a string (got {_json_type(obj[key])})"
+    prompt, completion = obj["prompt"], obj["completion"]
+    if not prompt.strip():
+        return None, "empty prompt"
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        return None, "prompt matches none of the three tasks (chemical, disease, relation)"
+    task, abstract = parsed
+    if not abstract.strip():
+        return None, f"{task} prompt with an empty abstract"
+    if prompt in seen:
+        first_line, first_completion = seen[prompt]
+        same = "same completion" if completion == first_completion else "conflicting completion"
+        return None, f"duplicate prompt of line {first_line} ({same})"
+    return Row(0, task, doc_id_of(abstract), prompt, completion), ""
+
+
+def read_rows(data: bytes, show_progress: bool = True) -> tuple[list[Row], list[dict], int]:
+    """Validate every physical line: (kept rows, rejects, blank lines)."""
+    rows: list[Row] = []
+    rejects: list[dict[str, Any]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    blank = 0
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":  # the final newline ends a line, it does not start one
+        lines.pop()
+    progress = tqdm(
+        lines, desc="validating", unit=" lines", disable=None if show_progress else True
+    )
+    for number, raw in enumerate(progress, 1):
+        raw = raw.removesuffix(b"\r")
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 BOM
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            reason = f"not UTF-8: byte 0x{raw[err.start]:02x} at byte {err.start + 1}"
+            raw_text = raw.decode("utf-8", errors="backslashreplace")
+            rejects.append({"line": number, "reason": reason, "raw": raw_text})
+            continue
+        if not text.strip():
+            blank += 1
+            continue
+        row, reason = _check_line(text, seen)
+        if row is None:
+            rejects.append({"line": number, "reason": reason, "raw": text})
+            continue
+        row.line = number
+        seen[row.prompt] = (number, row.completion)
+        rows.append(row)
+    return rows, rejects, blank
+
+
+# ---- quality findings and repairs -----------------------------------------------------------
+
+
+def _none_sides(pair: tuple[str, str]) -> str:
+    sides = [
+        side for side, value in zip(("chemical", "disease"), pair, strict=True) if value == "None"
+    ]
+    return " and ".join(sides)
+
+
+def find_issues(row: Row) -> list[dict[str, Any]]:
+    """Quality findings in one kept row's target, as it came in."""
+    found = []
+
+    def add(kind: str, detail: str) -> None:
+        found.append({"line": row.line, "task": row.task, "kind": kind, "detail": detail})
+
+    items = parse_items(row.completion)
+    if not items:
+        add("empty_target", repr(row.completion))
+    for item, count in Counter(items).items():
+        if count > 1:
+            add("repeated_item", f"{item!r} x{count}")
+    variants: dict[str, list[str]] = defaultdict(list)
+    for item in dict.fromkeys(items):
+        variants[item.casefold()].append(item)
+    for group in variants.values():
+        if len(group) > 1:
+            add("case_variants", " / ".join(group))
+    if row.task == "relation":
+        for item in items:
+            pair = parse_relation(item)
+            if pair is None:
+                add("malformed_relation", item)
+            elif "None" in pair:
+                add("none_relation", f"{item} ({_none_sides(pair)} is None)")
+    return found
+
+
+def drop_none_relations(row: Row) -> None:
+    """Remove relation lines with a None argument from the target, recording each drop."""
+    if row.task != "relation":
+        return
+    kept = []
+    for text in row.completion.split("\n"):
+        items = parse_items(text)
+        pair = parse_relation(items[0]) if items else None
+        if pair is not None and "None" in pair:
+            reason = f"{_none_sides(pair)} is None (no mention carries that MeSH id first)"
+            row.repairs.append(
+                {"line": row.line, "task": row.task, "dropped": text, "reason": reason}
+            )
+        else:
+            kept.append(text)
+    row.completion = "\n".join(kept)
+
+
+# ---- split ----------------------------------------------------------------------------------
+
+
+def split_abstracts(doc_tasks: dict[str, set[str]], seed: int) -> dict[str, str]:
+    """doc_id -> split, 80/10/10 by abstract, stratified by the abstract's set of tasks.
+
+    Within each stratum abstracts are ordered by sha256(f"{seed}:{doc_id}") and given evenly
+    spaced ranks in (0, 1); the pooled ranking is then cut at 80 % and 90 %. Every stratum is thus
+    spread evenly over the three splits while the totals are exact.
+    """
+
+    def key(doc_id: str) -> str:
+        return sha256_hex(f"{seed}:{doc_id}".encode())
+
+    strata: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for doc_id, tasks in doc_tasks.items():
+        strata[tuple(t for t in TASKS if t in tasks)].append(doc_id)
+    ranked = []
+    for docs in strata.values():
+        docs.sort(key=key)
+        for i, doc_id in enumerate(docs):
+            ranked.append((Fraction(2 * i + 1, 2 * len(docs)), key(doc_id), doc_id))
+    ranked.sort()
+    total = len(ranked)
+    n_eval = round(total * EVAL_FRACTION)
+    if total >= 3:  # a tiny input still gets one validation and one test abstract
+        n_eval = max(n_eval, 1)
+    n_train = total - 2 * n_eval
+    assignment = {}
+    for position, (_, _, doc_id) in enumerate(ranked):
+        if position < n_train:
+            assignment[doc_id] = "train"
+        elif position < n_train + n_eval:
+            assignment[doc_id] = "validation"
+        else:
+            assignment[doc_id] = "test"
+    return assignment
+
+
+# ---- writing --------------------------------------------------------------------------------
+
+
+def chat_row(row: Row, system_prompt: str) -> dict[str, Any]:
+    """The training/eval row; an empty system prompt means no system turn (some chat templates,
+    e.g. Gemma's, refuse one)."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages = [
+        *system,
+        {"role": "user", "content": row.prompt},
+        {"role": "assistant", "content": row.completion},
+    ]
+    return {
+        "messages": messages,
+        "task": row.task,
+        "doc_id": row.doc_id,
+        "prompt": row.prompt,
+        "completion": row.completion,
+    }
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return sha256_hex(data)
+
+
+def _count_line(manifest: dict[str, Any]) -> str:
+    return (
+        f"rows in: {manifest['rows_in']} = kept {manifest['rows_kept']} "
+        f"+ rejected {manifest['rows_rejected']}"
+    )
+
+
+def _reject_lines(rejects: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    lines = [f"  line {r['line']}: {r['reason']}" for r in rejects[:SHOWN_REJECTS]]
+    if len(rejects) > SHOWN_REJECTS:
+        lines.append(f"  ... and {len(rejects) - SHOWN_REJECTS} more")
+    lines.append(f"  all rejects: {out_dir / 'rejects.jsonl'}")
+    return lines
+
+
+def summary(manifest: dict[str, Any], out_dir: str | Path) -> str:
+    """A few lines for the terminal after a successful run."""
+    out = [_count_line(manifest)]
+    for split in SPLITS:
+        rows = manifest["rows"][split]
+        by_task = ", ".join(f"{task} {rows[task]}" for task in TASKS)
+        out.append(
+            f"  {split:<10} {rows['total']:>6} rows ({by_task}), "
+            f"{manifest['abstracts'][split]} abstracts"
+        )
+    overlap = sum(manifest["overlap"].values())
+    out.append(f"abstracts shared between splits: {overlap}")
+    findings = ", ".join(f"{k} {v}" for k, v in manifest["findings"].items() if v)
+    out.append(f"findings: {findings or 'none'}; repairs: {manifest['repairs']}")
+    out.append(f"written to {out_dir} (see report.md)")
+    return "\n".join(out)
+
+
+def _report(manifest: dict[str, Any], rejects: list, findings: list, repairs: list) -> str:
+    """report.md: the manifest's figures in a form a person reads in a minute."""
+    n_examples = 5
+    out = [
+        "# Preprocessing report",
+        "",
+        f"Input: `{manifest['input']['path']}` (sha256 `{manifest['input']['sha256'][:16]}…`), "
+        f"seed {manifest['seed']}.",
+        "",
+        f"**{_count_line(manifest)}** ({manifest['blank_lines']} blank lines ignored).",
+        "",
+        "| split | " + " | ".join(TASKS) + " | rows | abstracts |",
+        "|---|" + "---:|" * (len(TASKS) + 2),
+    ]
+    for split in SPLITS:
+        rows = manifest["rows"][split]
+        cells = [str(rows[task]) for task in TASKS] + [str(rows["total"])]
+        out.append(f"| {split} | " + " | ".join(cells) + f" | {manifest['abstracts'][split]} |")
+    out += [
+        "",
+        "Split 80/10/10 by abstract (all tasks of an abstract in one split), stratified by the "
+        "abstract's set of tasks. Abstracts shared between splits: "
+        + ", ".join(f"{pair} {n}" for pair, n in manifest["overlap"].items())
+        + ".",
+        "",
+        "## Rejected lines",
+        "",
+    ]
+    out += [f"- line {r['line']}: {r['reason']}" for r in rejects[:n_examples]] or ["None."]
+    if len(rejects) > n_examples:
+        out.append(f"- … {len(rejects) - n_examples} more in `rejects.jsonl`")
+    out += ["", "## Data-quality findings (kept rows, before repairs)", ""]
+    for kind in FINDING_KINDS:
+        examples = [f for f in findings if f["kind"] == kind]
+        out.append(f"- {kind}: {len(examples)}")
+        out += [f"  - line {f['line']} ({f['task']}): {f['detail']}" for f in examples[:3]]
+    keep = manifest["keep_none_relations"]
+    out += [
+        "",
+        "## Repairs",
+        "",
+        (
+            "Relation lines with a `None` argument were kept (--keep-none-relations)."
+            if keep
+            else f"{len(repairs)} relation lines with a `None` argument dropped from targets "
+            f"({manifest['targets_emptied_by_repairs']} targets left empty); "
+            "each drop is in `repairs.jsonl`."
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
+# ---- entry points ---------------------------------------------------------------------------
+
+
+def prepare(
+    input_path: str | Path,
+    out_dir: str | Path,
+    seed: int = 42,
+    allow_rejects: bool = False,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    keep_none_relations: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Validate, repair, split and write ``out_dir``; returns the manifest.
+
+    Raises MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
+    ``allow_rejects`` is off (then only rejects.jsonl is written, nothing a trainer would read).
+    """
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if not input_path.is_file():
+        raise MissingInputError(f"{input_path}: input file not found. {HOW_TO_GET_DATA}")
+    data = input_path.read_bytes()
+    rows, rejects, blank = read_rows(data, show_progress)
+
+    findings = [finding for row in rows for finding in find_issues(row)]
+    if not keep_none_relations:
+        for row in rows:
+            drop_none_relations(row)
+    repairs = [repair for row in rows for repair in row.repairs]
+
+    doc_tasks: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        doc_tasks[row.doc_id].add(row.task)
+    assignment = split_abstracts(doc_tasks, seed)
+    by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    for row in rows:
+        by_split[assignment[row.doc_id]].append(row)
+    docs = {split: {row.doc_id for row in by_split[split]} for split in SPLITS}
+    # Overlap is measured on the abstracts' text itself, not on the ids the split was made from.
+    texts = {split: {_abstract_key(row.prompt) for row in by_split[split]} for split in SPLITS}
+
+    manifest: dict[str, Any] = {
+        "input": {"path": input_path.as_posix(), "sha256": sha256_hex(data), "bytes": len(data)},
+        "seed": seed,
+        "system_prompt": system_prompt,
+        "keep_none_relations": keep_none_relations,
+        "rows_in": len(rows) + len(rejects),
+        "rows_kept": len(rows),
+        "rows_rejected": len(rejects),
+        "blank_lines": blank,
+        "rows": {
+            split: {
+                **{task: sum(r.task == task for r in by_split[split]) for task in TASKS},
+                "total": len(by_split[split]),
+            }
+            for split in SPLITS
+        },
+        "abstracts": {split: len(docs[split]) for split in SPLITS},
+        "abstracts_by_task_set": {
+            split: dict(
+                sorted(
+                    Counter(
+                        "+".join(t for t in TASKS if t in doc_tasks[d]) for d in docs[split]
+                    ).items()
+                )
+            )
+            for split in SPLITS
+        },
+        "overlap": {
+            "train/validation": len(texts["train"] & texts["validation"]),
+            "train/test": len(texts["train"] & texts["test"]),
+            "validation/test": len(texts["validation"] & texts["test"]),
+        },
+        "rejects": len(rejects),
+        "repairs": len(repairs),
+        "targets_emptied_by_repairs": sum(
+            1 for row in rows if row.repairs and not parse_items(row.completion)
+        ),
+        "findings": {kind: sum(f["kind"] == kind for f in findings) for kind in FINDING_KINDS},
+        "files": {},
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write(out_dir / "rejects.jsonl", _jsonl(rejects))
+    if rejects and not allow_rejects:
+        message = "\n".join(
+            [
+                f"{input_path}: {len(rejects)} line(s) rejected; nothing written but rejects.jsonl",
+                _count_line(manifest),
+                *_reject_lines(rejects, out_dir),
+                "Fix those lines, or rerun with --allow-rejects to go on without them.",
+            ]
+        )
+        raise RejectedRowsError(message, manifest)
+
+    for split in SPLITS:
+        records = [chat_row(row, system_prompt) for row in by_split[split]]
+        manifest["files"][f"{split}.jsonl"] = _write(out_dir / f"{split}.jsonl", _jsonl(records))
+    manifest["files"]["repairs.jsonl"] = _write(out_dir / "repairs.jsonl", _jsonl(repairs))
+    manifest["files"]["findings.jsonl"] = _write(out_dir / "findings.jsonl", _jsonl(findings))
+    (out_dir / "report.md").write_text(_report(manifest, rejects, findings, repairs), "utf-8")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+    return manifest
+
+
+def is_stale(
+    input_path: str | Path,
+    out_dir: str | Path,
+    seed: int | None = None,
+    system_prompt: str | None = None,
+    keep_none_relations: bool | None = None,
+) -> bool:
+    """True if ``out_dir`` lacks processed data or was built from other input bytes (or, where
+    given, another seed / system prompt / None-relation setting) than ``input_path`` now holds."""
+    out_dir = Path(out_dir)
+    if not all((out_dir / name).is_file() for name in OUTPUT_FILES):
+        return True
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text("utf-8"))
+        recorded = manifest["input"]["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    if not Path(input_path).is_file() or recorded != sha256_hex(Path(input_path).read_bytes()):
+        return True
+    wanted = {
+        "seed": seed,
+        "system_prompt": system_prompt,
+        "keep_none_relations": keep_none_relations,
+    }
+    return any(value is not None and manifest.get(key) != value for key, value in wanted.items())
