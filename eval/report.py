@@ -1,0 +1,337 @@
+"""Human-readable results: report.md and f1.png for one evaluation, compare.md/.png over runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from eval.score import compare_row, prf
+from preprocessing.task import TASKS, task_of
+
+MODES = ("normalized", "strict")
+TINY_RECIPE = "tiny-cpu"
+WORST_EXAMPLES = 10
+ITEMS_SHOWN = 12  # per list of false positives / negatives in the worst examples
+
+
+def is_tiny(metrics: dict[str, Any]) -> bool:
+    """The random tiny model the repo builds for CPU demos and tests."""
+    return metrics.get("recipe") == TINY_RECIPE or "models/built" in str(metrics.get("model"))
+
+
+def base_metrics_for(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """runs/<recipe>-base/eval/metrics.json beside a fine-tuned run, when it has been made."""
+    if metrics.get("kind") == "base" or not metrics.get("run") or not metrics.get("recipe"):
+        return None
+    path = Path(metrics["run"]).parent / f"{metrics['recipe']}-base" / "eval" / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def label_of(metrics: dict[str, Any]) -> str:
+    name = Path(metrics["run"]).name if metrics.get("run") else f"{metrics.get('recipe')}-base"
+    return f"{name} ({metrics.get('kind', '?')})"
+
+
+# ---- markdown --------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """Inline code (used in lists, not tables) that survives backticks and newlines."""
+    text = text.replace("\n", "⏎")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _scores_table(mode_metrics: dict[str, Any]) -> str:
+    rows = []
+    for name in (*TASKS, "micro"):
+        c = mode_metrics["micro"] if name == "micro" else mode_metrics["per_task"][name]
+        rows.append(
+            [
+                name,
+                f"{c['precision']:.3f}",
+                f"{c['recall']:.3f}",
+                f"**{c['f1']:.3f}**",
+                c["tp"],
+                c["fp"],
+                c["fn"],
+            ]
+        )
+    table = _table(["task", "precision", "recall", "F1", "tp", "fp", "fn"], rows)
+    return f"{table}\n\nmacro F1 (mean of the three tasks): **{mode_metrics['macro_f1']:.3f}**"
+
+
+def _worst_examples(predictions: list[dict]) -> list[str]:
+    """The rows with the most errors (normalized mode), with their false positives/negatives."""
+    scored = []
+    for number, row in enumerate(predictions, 1):
+        task = task_of(row["prompt"])
+        result = compare_row(task, row["completion"], row["prediction"], normalized=True)
+        if result.fp + result.fn:
+            f1 = prf(result.tp, result.fp, result.fn)["f1"]
+            scored.append((-(result.fp + result.fn), f1, number, task, row, result))
+    scored.sort(key=lambda entry: entry[:3])
+    sections = []
+    for _, f1, number, task, row, result in scored[:WORST_EXAMPLES]:
+        lines = [
+            f"### Line {number}: {task}, doc {row.get('doc_id', '?')}: "
+            f"tp {result.tp}, fp {result.fp}, fn {result.fn} (F1 {f1:.2f})",
+            "",
+        ]
+        for title, items in (
+            ("False positives", result.false_positives),
+            ("False negatives", result.false_negatives),
+        ):
+            shown = ", ".join(_code(item) for item in items[:ITEMS_SHOWN]) or "none"
+            more = f" … and {len(items) - ITEMS_SHOWN} more" if len(items) > ITEMS_SHOWN else ""
+            lines.append(f"- {title}: {shown}{more}")
+        excerpt = row["prediction"][:300] + ("…" if len(row["prediction"]) > 300 else "")
+        lines.append(f"- Raw prediction ({row.get('finish_reason', '?')}): {_code(excerpt)}")
+        sections.append("\n".join(lines) + "\n")
+    return sections
+
+
+def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
+    timing = metrics["timing"]
+    parts = [f"# Evaluation: {label_of(metrics)}", ""]
+    if is_tiny(metrics):
+        parts += [
+            "> **These numbers are meaningless.** The model is the random-weight tiny model "
+            "of the `tiny-cpu` recipe, trained for seconds on a CPU to check that the "
+            "pipeline works end to end; it has not learned the task.",
+            "",
+        ]
+    if metrics["rows_evaluated"] < metrics["rows_in_split"]:
+        parts += [
+            f"> Partial evaluation: the first {metrics['rows_evaluated']} of "
+            f"{metrics['rows_in_split']} test rows (`--limit`).",
+            "",
+        ]
+    parts += [
+        f"- model: `{metrics['model']}`"
+        + (f", adapter `{metrics['adapter']}`" if metrics.get("adapter") else ""),
+        f"- test split: `{metrics['split_file']}` (sha256 `{metrics['split_sha256'][:16]}…`), "
+        f"{metrics['rows_evaluated']} rows: "
+        + ", ".join(f"{n} {task}" for task, n in metrics["rows"].items()),
+        f"- backend: {metrics['backend']} ({metrics['backend_reason']}) on {metrics['device']}, "
+        f"greedy, max_new_tokens {metrics['max_new_tokens']}",
+        f"- generation: {timing['seconds']:.1f} s, {timing['rows_per_second']} rows/s, "
+        f"{timing['generated_tokens']} tokens; {metrics['hit_max_new_tokens']} answers hit "
+        "max_new_tokens without ending their turn",
+        "",
+        "Scoring rules: see the README (items are lines minus one bullet; normalized = NFKC, "
+        "case-fold, dashes, whitespace, trailing `.,;:`).",
+        "",
+    ]
+    base = base_metrics_for(metrics)
+    if base:
+        rows = [
+            [task]
+            + [f"{m[mode]['per_task'][task]['f1']:.3f}" for mode in MODES for m in (base, metrics)]
+            for task in TASKS
+        ]
+        rows.append(
+            ["macro"] + [f"{m[mode]['macro_f1']:.3f}" for mode in MODES for m in (base, metrics)]
+        )
+        parts += [
+            "## Base vs fine-tuned (F1)",
+            "",
+            _table(
+                [
+                    "task",
+                    "base (normalized)",
+                    "fine-tuned (normalized)",
+                    "base (strict)",
+                    "fine-tuned (strict)",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    for mode in MODES:
+        parts += [f"## Scores ({mode})", "", _scores_table(metrics[mode]), ""]
+    errors = metrics["format_errors"]
+    parts += [
+        "## Relation format errors",
+        "",
+        "Relation lines that do not read `Chemical <c> influences disease <d>`; they count as "
+        "false positives (predictions) or false negatives (gold) and can never match.",
+        "",
+        _table(
+            ["", "unparseable lines", "all relation lines"],
+            [
+                ["predictions", errors["prediction"], errors["prediction_lines"]],
+                ["gold", errors["gold"], errors["gold_lines"]],
+            ],
+        ),
+        "",
+        f"## Worst examples (normalized, top {WORST_EXAMPLES} by fp + fn)",
+        "",
+    ]
+    parts += _worst_examples(predictions) or ["No errors."]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_report(out_dir: Path, metrics: dict[str, Any], predictions: list[dict]) -> Path:
+    path = out_dir / "report.md"
+    path.write_text(render_report(metrics, predictions), encoding="utf-8")
+    return path
+
+
+# ---- plots -----------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plot(out_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Per-task F1 bars, normalized and strict side by side; base vs fine-tuned when both exist."""
+    plt = _pyplot()
+    series = [(metrics.get("kind", "model"), metrics)]
+    base = base_metrics_for(metrics)
+    if base:
+        series.insert(0, ("base", base))
+    groups = [*TASKS, "micro"]
+    width = 0.8 / len(series)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, mode in zip(axes, MODES, strict=True):
+        for k, (name, m) in enumerate(series):
+            values = [
+                m[mode]["micro"]["f1"] if g == "micro" else m[mode]["per_task"][g]["f1"]
+                for g in groups
+            ]
+            positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
+            bars = axis.bar(positions, values, width, label=name)
+            axis.bar_label(bars, fmt="%.2f", fontsize=8)
+        axis.set_xticks(range(len(groups)), groups)
+        axis.set_title(f"{mode} (macro F1 {metrics[mode]['macro_f1']:.3f})")
+        axis.set_ylim(0, 1.05)
+    axes[0].set_ylabel("F1")
+    axes[0].legend()
+    title = label_of(metrics)
+    if is_tiny(metrics):
+        title += ": random tiny model, numbers meaningless"
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = out_dir / "f1.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# ---- compare ---------------------------------------------------------------------------------
+
+
+REQUIRED_KEYS = (
+    "strict",
+    "normalized",
+    "format_errors",
+    "timing",
+    "backend",
+    "rows_evaluated",
+    "rows_in_split",
+)
+
+
+def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it."""
+    found = []
+    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+        missing = [key for key in REQUIRED_KEYS if key not in metrics]
+        if missing:
+            raise ValueError(f"{path}: not written by `eval generate` (missing {missing})")
+        metrics["_name"] = path.parent.parent.name
+        found.append(metrics)
+    return found
+
+
+def render_compare(runs: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in runs:
+        norm, strict, timing = m["normalized"], m["strict"], m["timing"]
+        evaluated = str(m["rows_evaluated"])
+        if m["rows_evaluated"] < m["rows_in_split"]:
+            evaluated += f" of {m['rows_in_split']}"
+        rows.append(
+            [
+                m["_name"] + (" ⚠ tiny" if is_tiny(m) else ""),
+                m.get("kind", "?"),
+                *(f"{norm['per_task'][task]['f1']:.3f}" for task in TASKS),
+                f"{norm['micro']['f1']:.3f}",
+                f"**{norm['macro_f1']:.3f}**",
+                f"{strict['macro_f1']:.3f}",
+                m["format_errors"]["prediction"],
+                evaluated,
+                f"{m['backend']}, {timing['rows_per_second']} rows/s",
+                m.get("split_sha256", "")[:8],
+            ]
+        )
+    table = _table(
+        [
+            "run",
+            "kind",
+            "chemical F1",
+            "disease F1",
+            "relation F1",
+            "micro F1",
+            "macro F1",
+            "macro F1 strict",
+            "rel. format errors",
+            "rows",
+            "backend",
+            "split",
+        ],
+        rows,
+    )
+    return (
+        "# Evaluated runs\n\nF1 normalized unless marked strict; scoring rules in the README. "
+        "Compare only runs whose `split` (sha256 prefix of the test file) and rows match; "
+        "⚠ tiny = random tiny CPU model, numbers meaningless.\n\n" + table + "\n"
+    )
+
+
+def write_compare(runs_dir: Path) -> tuple[Path, Path]:
+    runs = collect_runs(runs_dir)
+    if not runs:
+        raise FileNotFoundError(f"no {runs_dir}/*/eval/metrics.json: evaluate a run first")
+    table_path = runs_dir / "compare.md"
+    table_path.write_text(render_compare(runs), encoding="utf-8")
+
+    plt = _pyplot()
+    groups = [*TASKS, "macro"]
+    width = 0.8 / len(runs)
+    figure, axis = plt.subplots(figsize=(max(8, 1.5 * len(groups) * len(runs) ** 0.5), 4.5))
+    for k, m in enumerate(runs):
+        values = [
+            m["normalized"]["macro_f1"] if g == "macro" else m["normalized"]["per_task"][g]["f1"]
+            for g in groups
+        ]
+        positions = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(groups))]
+        bars = axis.bar(positions, values, width, label=m["_name"])
+        axis.bar_label(bars, fmt="%.2f", fontsize=7)
+    axis.set_xticks(range(len(groups)), groups)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("F1 (normalized)")
+    axis.set_title("F1 per task, every evaluated run")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    figure.tight_layout()
+    plot_path = runs_dir / "compare.png"
+    figure.savefig(plot_path, dpi=110)
+    plt.close(figure)
+    return table_path, plot_path
