@@ -292,34 +292,49 @@ def load_tokenizer(target: Target) -> Any:
     return tokenizer
 
 
-def generate_hf(
-    target: Target,
+def hf_device_and_dtype() -> tuple[str, Any]:
+    """("cuda", bf16 or fp16 where bf16 is unsupported) with a GPU, else ("cpu", fp32)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", torch.float32
+    return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_hf_model(model_path: str, adapter: str | None, tokenizer: Any) -> Any:
+    """A transformers model (a merged one, or a base plus LoRA adapter) ready for generate_greedy:
+    on hf_device_and_dtype()'s device and dtype, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    device, dtype = hf_device_and_dtype()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # training added tokens (e.g. a pad token)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model.to(device).eval()
+
+
+def generate_greedy(
+    model: Any,
     tokenizer: Any,
     prompts: list[list[int]],
     max_new_tokens: int,
-    batch_size: int | None,
-) -> tuple[list[Generation], dict[str, Any]]:
-    """Greedy decoding with transformers, longest prompts first, results in input order."""
+    stops: list[int],
+    batch_size: int,
+    progress: bool = False,
+) -> list[Generation]:
+    """Greedy decoding of token-id prompts with a loaded model; results in input order.
+
+    Batches of batch_size, longest prompts first (least padding), left-padded so that every
+    prompt ends where generation starts; each answer is cut at its first stop id.
+    """
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import GenerationConfig
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = (
-        torch.bfloat16
-        if device == "cuda" and torch.cuda.is_bf16_supported()
-        else (torch.float16 if device == "cuda" else torch.float32)
-    )
-    model = AutoModelForCausalLM.from_pretrained(target.model, dtype=dtype)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))  # training added tokens (e.g. a pad token)
-    if target.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, target.adapter)
-    model.to(device).eval()
-
-    stops = stop_token_ids(tokenizer, model.generation_config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     # A fresh config: the model's own may ask for sampling (temperature, top_p).
     config = GenerationConfig(
@@ -329,25 +344,44 @@ def generate_hf(
         eos_token_id=stops,
         pad_token_id=pad_id,
     )
-    batch_size = batch_size or (32 if device == "cuda" else 8)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # stable: deterministic
     results: list[Generation | None] = [None] * len(prompts)
-    started = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(prompts), desc="generate", unit="row") as bar:
+    bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
+    with torch.inference_mode(), bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             width = max(len(prompts[i]) for i in batch)
-            # Left padding: every prompt ends where generation starts.
             ids = [[pad_id] * (width - len(prompts[i])) + prompts[i] for i in batch]
             mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch]
             output = model.generate(
-                input_ids=torch.tensor(ids, device=device),
-                attention_mask=torch.tensor(mask, device=device),
+                input_ids=torch.tensor(ids, device=model.device),
+                attention_mask=torch.tensor(mask, device=model.device),
                 generation_config=config,
             )
             for i, tokens in zip(batch, output[:, width:].tolist(), strict=True):
                 results[i] = _finish(tokens, set(stops), tokenizer)
             bar.update(len(batch))
+    return results  # type: ignore[return-value]
+
+
+def generate_hf(
+    target: Target,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int | None,
+) -> tuple[list[Generation], dict[str, Any]]:
+    """The target's model loaded with transformers, then generate_greedy over all prompts."""
+    import torch
+
+    model = load_hf_model(target.model, target.adapter, tokenizer)
+    device, dtype = hf_device_and_dtype()
+    stops = stop_token_ids(tokenizer, model.generation_config)
+    batch_size = batch_size or (32 if device == "cuda" else 8)
+    started = time.perf_counter()
+    results = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress=True
+    )
     settings = {
         "seconds": time.perf_counter() - started,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -355,7 +389,7 @@ def generate_hf(
         "batch_size": batch_size,
         "stop_token_ids": stops,
     }
-    return results, settings  # type: ignore[return-value]
+    return results, settings
 
 
 def generate_vllm(

@@ -1,0 +1,186 @@
+"""`python -m eval extract` and `Extractor`: the training prompts, one generate call for all of
+them, and well-formed JSON whatever the model or the input looks like."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, read_jsonl
+
+from eval.extract import Extractor, parse_answers, read_texts
+from eval.generate import Generation, InputError
+from preprocessing.task import TASKS, parse_prompt
+
+pytestmark = pytest.mark.slow
+
+GARBAGE = "}{ \x00\x7f ][ 12 ### \u2603\u2603 -- ;;; " * 20
+NEW_TOKENS = 24
+
+
+def check_result(result: dict) -> None:
+    """The JSON contract of one abstract's result."""
+    assert list(result) == ["chemicals", "diseases", "relations", "format_errors"]
+    assert all(isinstance(x, str) and x for x in result["chemicals"] + result["diseases"])
+    for relation in result["relations"]:
+        assert set(relation) == {"chemical", "disease"}
+        assert all(isinstance(v, str) and v for v in relation.values())
+    for error in result["format_errors"]:
+        assert error["task"] in TASKS and isinstance(error["problem"], str)
+    json.loads(json.dumps(result))  # plain JSON types only
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_run) -> Extractor:
+    return Extractor(tiny_run, max_new_tokens=NEW_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def sample_abstracts(processed_sample) -> list[str]:
+    rows = read_jsonl(processed_sample / "test.jsonl")
+    return list(dict.fromkeys(parse_prompt(row["prompt"])[1] for row in rows))
+
+
+def test_prompts_are_the_training_messages(extractor, processed_sample):
+    """Same system prompt, same user turn as the processed rows the run was trained/tested on."""
+    for row in read_jsonl(processed_sample / "test.jsonl")[:6]:
+        abstract = parse_prompt(row["prompt"])[1]
+        assert extractor.messages(row["task"], abstract) == row["messages"][:-1]
+
+
+def test_real_and_garbage_abstracts_in_one_generate_call(extractor, sample_abstracts, monkeypatch):
+    calls = []
+    original = extractor.model.generate
+
+    def counting_generate(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(**kwargs)
+
+    monkeypatch.setattr(extractor.model, "generate", counting_generate)
+    results = extractor.extract([sample_abstracts[0], GARBAGE])
+    assert calls == [2 * len(TASKS)]  # both abstracts' three prompts in a single batch
+    assert len(results) == 2
+    for result in results:
+        check_result(result)
+
+
+def test_extraction_is_deterministic(extractor, sample_abstracts):
+    """Greedy decoding: the same abstracts give the same results every time."""
+    assert extractor.extract(sample_abstracts[:2]) == extractor.extract(sample_abstracts[:2])
+
+
+def test_empty_input_is_refused(extractor):
+    with pytest.raises(InputError, match="text 2"):
+        extractor.extract(["An abstract.", "   "])
+    assert extractor.extract([]) == []
+
+
+def test_answers_are_parsed_with_the_task_rules():
+    answers = {
+        "chemical": Generation("- Cisplatin\n- cisplatin\n- Cisplatin\n", "stop", 9),
+        "disease": Generation("Here you go:\n1. nephrotoxicity", "stop", 8),
+        "relation": Generation(
+            "- Chemical Cisplatin influences disease nephrotoxicity\n"
+            "- cisplatin causes kidney damage\n"
+            "- Chemical Cisplatin influences disease nephrotoxicity",
+            "length",
+            40,
+        ),
+    }
+    result = parse_answers(answers)
+    check_result(result)
+    assert result["chemicals"] == ["Cisplatin", "cisplatin"]  # duplicates collapse, strictly
+    assert result["diseases"] == ["Here you go:", "nephrotoxicity"]  # a preamble is an item
+    assert result["relations"] == [{"chemical": "Cisplatin", "disease": "nephrotoxicity"}]
+    assert result["format_errors"] == [
+        {"task": "relation", "problem": "no end of answer within max_new_tokens: cut off"},
+        {
+            "task": "relation",
+            "problem": "not 'Chemical X influences disease Y'",
+            "line": "cisplatin causes kidney damage",
+        },
+    ]
+
+
+def test_read_texts_plain_and_jsonl(tmp_path):
+    plain = tmp_path / "a.txt"
+    plain.write_text("\n  One abstract.\nSecond line.\n")
+    assert read_texts(str(plain)) == (["One abstract.\nSecond line."], [])
+
+    rows = tmp_path / "a.jsonl"
+    rows.write_text('{"id": 1, "text": "First."}\n\n{"abstract": "Second."}\n')
+    assert read_texts(str(rows)) == (
+        ["First.", "Second."],
+        [{"id": 1, "text": "First."}, {"abstract": "Second."}],
+    )
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"title": "no text"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: .*\"text\" or \"abstract\""):
+        read_texts(str(bad))
+    bad.write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: not valid JSON"):
+        read_texts(str(bad))
+    (tmp_path / "empty.txt").write_text(" \n")
+    with pytest.raises(InputError, match="no text"):
+        read_texts(str(tmp_path / "empty.txt"))
+
+
+def test_cli_jsonl_to_json_lines(tiny_run, sample_abstracts, tmp_path):
+    source = tmp_path / "abstracts.jsonl"
+    source.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"doc_id": "real", "abstract": sample_abstracts[0]},
+                {"doc_id": "garbage", "text": GARBAGE},
+            ]
+        )
+        + "\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eval",
+            "extract",
+            "--run",
+            str(tiny_run),
+            "--text",
+            str(source),
+            "--json",
+            "--max-new-tokens",
+            str(NEW_TOKENS),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.pop("doc_id") for line in lines] == ["real", "garbage"]
+    for line in lines:
+        check_result(line)
+
+
+def test_cli_bad_input_is_a_clear_error(tiny_run, tmp_path):
+    source = tmp_path / "broken.jsonl"
+    source.write_text('{"text": "fine"}\n{oops\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "eval", "extract", "--run", str(tiny_run), "--text", str(source)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert f"{source}:2: not valid JSON" in result.stderr
+
+
+def test_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no such run directory"):
+        Extractor(Path(tmp_path / "nope"))
