@@ -20,11 +20,17 @@ RECIPE    ?= tiny-cpu
 GPUS      ?= 1
 RESUME    ?=
 RUN       ?=
+MAX_STEPS ?=
+BASE_MODEL ?=
+HOST      ?= 127.0.0.1
+PORT      ?= 8000
+BENCH_ARGS ?= --random-init
 export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
-        serve test lint docker-build docker-train bench-train bench-eval clean
+        serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
+        bench-scaling bench-table sample-data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,13 +56,14 @@ tiny-model: $(SETUP)  ## build the local random-init tiny Llama + tokenizer used
 
 train: $(SETUP)  ## train RECIPE on DATA (prepares data first when stale); RESUME=runs/<dir>, GPUS=N
 	$(PYTHON) -m training train $(RECIPE) --data $(DATA) --processed $(PROCESSED) --gpus $(GPUS) \
-		$(if $(RESUME),--resume $(RESUME))
+		$(if $(RESUME),--resume $(RESUME)) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) \
+		$(if $(BASE_MODEL),--base-model $(BASE_MODEL))
 
 demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval report
 	$(PYTHON) -m training demo
 
-eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it
-	$(PYTHON) -m eval generate --run $(RUN)
+eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (LIMIT=N rows)
+	$(PYTHON) -m eval generate --run $(RUN) $(if $(LIMIT),--limit $(LIMIT)) $(if $(MERGED),--merged)
 
 eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
 	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
@@ -67,14 +74,17 @@ compare: $(SETUP)  ## one table (+ PNG) over every evaluated run
 merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
 	$(PYTHON) -m training merge $(RUN)
 
-serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract)
-	$(PYTHON) -m eval serve --run $(RUN)
+extract: $(SETUP)  ## chemicals, diseases, relations as JSON from TEXT=file (.txt/.jsonl; default stdin)
+	$(PYTHON) -m eval extract --run $(RUN) --text $(or $(TEXT),-) --json
+
+serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
+	$(PYTHON) -m eval serve --run $(RUN) --host $(HOST) --port $(PORT)
 
 test: $(SETUP)  ## the whole test suite (CPU)
 	$(PYTHON) -m ruff check .
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
 
-lint: $(SETUP)
+lint: $(SETUP)  ## ruff check + format check
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
@@ -87,11 +97,24 @@ docker-train:  ## make train inside the image, all GPUs, data/ runs/ and HF cach
 		-v $${HF_HOME:-$$HOME/.cache/huggingface}:/root/.cache/huggingface \
 		cdr-finetune:latest make train PYTHON=python3 RECIPE=$(RECIPE) GPUS=$(GPUS)
 
-bench-train: $(SETUP)  ## GPU: seed script vs our recipe, same model shape and data
-	$(PYTHON) -m bench train
+bench-train: $(SETUP)  ## GPU: seed script vs our recipe, same model shape and data (BENCH_ARGS)
+	$(PYTHON) -m bench train $(BENCH_ARGS)
 
 bench-eval: $(SETUP)  ## GPU: seed's one-at-a-time sampling loop vs our batched eval
-	$(PYTHON) -m bench eval
+	$(PYTHON) -m bench eval $(BENCH_ARGS)
+
+bench-recipes: $(SETUP)  ## GPU: every GPU recipe for >= 20 steps, then eval on the result
+	$(PYTHON) -m bench recipes $(BENCH_ARGS)
+
+bench-scaling: $(SETUP)  ## GPUs: RECIPE on 1 vs GPUS=N GPUs
+	$(PYTHON) -m bench scaling $(BENCH_ARGS) $(if $(filter-out 1,$(GPUS)),--gpus $(GPUS))
+
+bench-table: $(SETUP)  ## render docs/benchmarks.md from bench/results/*.json
+	$(PYTHON) -m bench table
+
+sample-data: $(SETUP)  ## rebuild data/sample/sample_instruct.jsonl from its PubTator file
+	$(PYTHON) -m preprocessing build-bc5cdr data/sample/sample.PubTator.txt \
+		--out data/sample/sample_instruct.jsonl
 
 clean:  ## remove built data, runs and models (keeps .venv)
-	rm -rf $(PROCESSED) runs models/built
+	rm -rf $(PROCESSED) data/processed-sample runs models/built bench/work

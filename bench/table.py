@@ -352,4 +352,8 @@ def render(results: Path) -> str:
         recipes_section(sorted(results.glob("recipe-*.json"))),
         scaling_section(results / "scaling.json"),
     ]
+    # What the JSON cannot say (runs cut short, conditions of a measurement) is written by hand.
+    notes = results / "NOTES.md"
+    if notes.is_file():
+        sections.append(notes.read_text("utf-8").strip())
     return HEADER + "\n" + "\n\n".join(sections) + "\n"

@@ -313,8 +313,24 @@ def load_hf_model(model_path: str, adapter: str | None, tokenizer: Any) -> Any:
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        # Folded into the weights: one matmul per projection instead of three at every decoding
+        # step (generation is launch-bound; this roughly halves the step time on a GPU).
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.to(device).eval()
+
+
+def auto_batch_size(model: Any, prompts: list[list[int]], max_new_tokens: int) -> int:
+    """Rows per generate call: as many as let the KV cache fill at most half the free GPU memory
+    (decoding time is set by the number of batches, each as long as its longest answer)."""
+    import torch
+
+    config = model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    bytes_per_token = 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(len(prompts), 256, int(free * 0.5 / (bytes_per_token * longest))))
 
 
 def generate_greedy(
@@ -377,7 +393,8 @@ def generate_hf(
     model = load_hf_model(target.model, target.adapter, tokenizer)
     device, dtype = hf_device_and_dtype()
     stops = stop_token_ids(tokenizer, model.generation_config)
-    batch_size = batch_size or (32 if device == "cuda" else 8)
+    if not batch_size:
+        batch_size = auto_batch_size(model, prompts, max_new_tokens) if device == "cuda" else 8
     started = time.perf_counter()
     results = generate_greedy(
         model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress=True

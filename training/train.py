@@ -624,6 +624,12 @@ def _train(
         train_seconds=round(previous + seconds, 1),  # the whole axolotl command, wall clock
         trainer_runtime_seconds=trainer_runtime(run_dir / "train.log"),  # its training loop
     )
+    if finished:
+        # After the final save: peft/axolotl write a README.md of their own, ours replaces it
+        # (and is pushed when hub pushes are on). Warns, never fails the run.
+        from eval.generate import refresh_model_card
+
+        refresh_model_card(run_dir)
     _report(run_dir, config, finished, code, plot)
     return run_dir if finished else None
 
@@ -658,6 +664,12 @@ def demo() -> Path | None:
     run_dir = train("tiny-cpu", data=SAMPLE_DATA, processed=DEMO_PROCESSED, gpus=1)
     if run_dir is None:
         return None
-    # Eval hook: the eval stage adds `python -m eval generate --run <run_dir>` (score + report)
-    # here, so the demo ends with F1 numbers, not just a trained adapter.
+    from eval.generate import resolve_run, run_eval
+
+    _say("eval: generating on the sample's test split and scoring it")
+    run_eval(resolve_run(run_dir, None, False))
+    rel = _rel(run_dir)
+    _say(f"demo done. report: {rel}/eval/report.md  metrics: {rel}/eval/metrics.json")
+    _say("a random tiny model's F1 is meaningless: this shows the pipeline, not a result")
+    _say(f"model card: {rel}/README.md   next: make train RECIPE=llama3b-qlora (GPU)")
     return run_dir
