@@ -13,10 +13,15 @@ else
 SETUP :=
 endif
 
-DATA      ?= data/both_rel_instruct_all.jsonl
-PROCESSED ?= data/processed
 SAMPLE    := data/sample/sample_instruct.jsonl
 RECIPE    ?= tiny-cpu
+# tiny-cpu on a fresh checkout (no real data yet) trains on the repo's own sample data.
+ifeq ($(RECIPE)$(wildcard data/both_rel_instruct_all.jsonl),tiny-cpu)
+DATA      ?= $(SAMPLE)
+PROCESSED ?= data/processed-sample
+endif
+DATA      ?= data/both_rel_instruct_all.jsonl
+PROCESSED ?= data/processed
 GPUS      ?= 1
 RESUME    ?=
 RUN       ?=
