@@ -100,7 +100,7 @@ def _setup(args: argparse.Namespace, name: str) -> tuple[Runner, Path]:
 
 def train_ours(
     run: Runner, args: argparse.Namespace, recipe: str, config: dict[str, Any], model: str,
-    gpus: int = 1,
+    gpus: int = 1, extra_overrides: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Our recipe through the real launcher. Overridden: the base model, the step count, and
     the recipe's plugins (our timing plugin appended); plus any --override the user passed."""
@@ -109,7 +109,7 @@ def train_ours(
     cmd = py("training", "train", recipe, "--data", args.data, "--processed", args.processed,
              "--gpus", gpus, "--max-steps", args.warmup + args.steps, "--base-model", model,
              "--override", f"plugins={json.dumps(plugins)}")  # fmt: skip
-    for item in args.override or []:
+    for item in [*(args.override or []), *(extra_overrides or [])]:
         cmd += ["--override", item]
     run(cmd, env={"BENCH_WARMUP_STEPS": str(args.warmup)})
     # Ours is the new run whose resolved config carries the plugin (other runs may start too).
@@ -318,6 +318,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def validation_subset(config: dict[str, Any], processed: Path, rows: int | None) -> list[str]:
+    """Overrides that point the recipe's eval at the first ``rows`` validation rows.
+
+    Axolotl always evaluates at step 0; on a 7B model the full 300-row split alone takes minutes,
+    which a 10-minute GPU call cannot spare. Only the file changes, every other eval key stays.
+    """
+    if not rows or not config.get("test_datasets"):
+        return []
+    source = Path(processed) / "validation.jsonl"
+    subset = WORK / f"validation-{rows}.jsonl"
+    subset.parent.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text("utf-8").splitlines(keepends=True)[:rows]
+    subset.write_text("".join(lines), "utf-8")
+    datasets = [{**d, "path": _rel(subset)} for d in config["test_datasets"]]
+    return [f"test_datasets={json.dumps(datasets)}"]
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     run, results = _setup(args, "recipes")
     recipes = args.only or ([args.recipe] if args.smoke else gpu_recipes())
@@ -333,7 +350,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             _, config = read_recipe(recipe)
             model = ensure_model(run, config, args.processed, args.random_init)
             entry["model"] = model_info(model)
-            ours = train_ours(run, args, recipe, config, model)
+            extra = validation_subset(config, args.processed, args.validation_rows)
+            entry["validation_rows"] = args.validation_rows
+            ours = train_ours(run, args, recipe, config, model, extra_overrides=extra)
             entry["train"] = ours
             eval_cmd = py("eval", "generate", "--run", ours["run_dir"])
             if args.eval_rows:
@@ -480,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rec, steps=17, eval_rows=32)
     rec.add_argument("--only", nargs="+", metavar="RECIPE", help="these recipes only")
     rec.add_argument("--eval-rows", type=int, help="test rows to generate (32; 0: all)")
+    rec.add_argument(
+        "--validation-rows",
+        type=int,
+        help="evaluate training on the first N validation rows (default: all)",
+    )
     rec.add_argument(
         "--drop-models",
         action="store_true",

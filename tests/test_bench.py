@@ -266,3 +266,27 @@ def test_committed_benchmarks_doc_matches_the_committed_results():
     assert doc.read_text("utf-8") == table.render(REPO / "bench" / "results"), (
         "docs/benchmarks.md is out of date: run `python -m bench table`"
     )
+
+
+def test_validation_subset_points_only_the_eval_file_at_the_first_rows(tmp_path):
+    import yaml
+
+    from bench.__main__ import validation_subset
+
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    rows = [json.dumps({"messages": [], "n": i}) + "\n" for i in range(10)]
+    (processed / "validation.jsonl").write_text("".join(rows), "utf-8")
+    config = yaml.safe_load((REPO / "recipes" / "mistral7b-qlora.yml").read_text("utf-8"))
+
+    [override] = validation_subset(config, processed, 4)
+    key, _, value = override.partition("=")
+    datasets = json.loads(value)
+    assert key == "test_datasets"
+    subset = REPO / datasets[0]["path"]
+    assert subset.read_text("utf-8") == "".join(rows[:4])
+    # every eval key but the file stays as the recipe has it
+    assert {k: v for k, v in datasets[0].items() if k != "path"} == {
+        k: v for k, v in config["test_datasets"][0].items() if k != "path"
+    }
+    assert validation_subset(config, processed, None) == []
