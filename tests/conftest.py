@@ -28,14 +28,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FAKE_HF_TOKEN = "hf_" + "TinyRunFakeToken" + "x7Qz3kLm9PwR2vYb"
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 900):
-    """`python -m <args>` from the repo root; returns the CompletedProcess (text, merged output)."""
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+    merge_stderr: bool = True,
+):
+    """`python -m <args>` from the repo root; returns the CompletedProcess (text; stderr merged
+    into stdout unless ``merge_stderr`` is False)."""
     return subprocess.run(
         [PYTHON, "-m", *map(str, args)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
         timeout=timeout,
     )

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import conftest
 import pytest
 
 from preprocessing.bc5cdr import build_file, read_pubtator
 from preprocessing.task import build_prompt, parse_items, parse_prompt, parse_relation
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+REPO, SHARED = conftest.REPO, conftest.SHARED_DATA
 SAMPLE_PUBTATOR = REPO / "data" / "sample" / "sample.PubTator.txt"
 SAMPLE_JSONL = REPO / "data" / "sample" / "sample_instruct.jsonl"
 
@@ -147,13 +146,8 @@ def test_malformed_pubtator_line_names_file_and_line(
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "preprocessing", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`python -m preprocessing ARGS`, stdout and stderr kept apart."""
+    return conftest.run_cli(["preprocessing", *args], timeout=120, merge_stderr=False)
 
 
 def test_cli_builds_and_reports(two_files: list[Path], tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import hashlib
 import json
 import random
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import conftest
 import pytest
 
 from preprocessing.prepare import (
@@ -22,9 +22,8 @@ from preprocessing.prepare import (
 )
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT, TASKS, build_prompt, parse_prompt, task_of
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_FILE = REPO.parent / "shared" / "data" / "both_rel_instruct_all.jsonl"
-SAMPLE = REPO / "data" / "sample" / "sample_instruct.jsonl"
+REPO, SAMPLE = conftest.REPO, conftest.SAMPLE
+SHARED_FILE = conftest.SHARED_DATA / "both_rel_instruct_all.jsonl"
 SPLITS = ("train", "validation", "test")
 COMPLETIONS = {
     "chemical": "- cisplatin",
@@ -61,13 +60,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "preprocessing", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`python -m preprocessing ARGS`, stdout and stderr kept apart."""
+    return conftest.run_cli(["preprocessing", *args], timeout=120, merge_stderr=False)
 
 
 # ---- bad input: one test per class ----------------------------------------------------------
