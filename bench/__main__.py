@@ -7,6 +7,8 @@
   recipes  every GPU recipe for >= 20 steps, then `eval generate` on the result
            -> results/recipe-<name>.json each
   scaling  our recipe on 1 GPU and on N GPUs -> results/scaling.json
+  profile  torch.profiler over a few of our recipe's steps: where the time goes
+           -> results/profile.json
   table    render docs/benchmarks.md from bench/results/*.json (--check: fail if out of date)
 
 `--random-init` trains a model built from the recipe's published architecture
@@ -66,6 +68,9 @@ TARGETS = {
 }
 
 
+VALIDATION_ROWS_HELP = "evaluate training on the first N validation rows (default: all)"
+
+
 def py(*args: Any) -> list[str]:
     """`python -m ...` with this interpreter, every argument as a string."""
     return [PY, "-m", *map(str, args)]
@@ -100,7 +105,7 @@ def _setup(args: argparse.Namespace, name: str) -> tuple[Runner, Path]:
 
 def train_ours(
     run: Runner, args: argparse.Namespace, recipe: str, config: dict[str, Any], model: str,
-    gpus: int = 1, extra_overrides: list[str] | None = None,
+    gpus: int = 1, extra_overrides: list[str] | None = None, env: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Our recipe through the real launcher. Overridden: the base model, the step count, and
     the recipe's plugins (our timing plugin appended); plus any --override the user passed."""
@@ -111,7 +116,7 @@ def train_ours(
              "--override", f"plugins={json.dumps(plugins)}")  # fmt: skip
     for item in [*(args.override or []), *(extra_overrides or [])]:
         cmd += ["--override", item]
-    run(cmd, env={"BENCH_WARMUP_STEPS": str(args.warmup)})
+    run(cmd, env={"BENCH_WARMUP_STEPS": str(args.warmup), **(env or {})})
     # Ours is the new run whose resolved config carries the plugin (other runs may start too).
     created = [d for d in new_run_dirs(recipe, before) if PLUGIN in _read(d / "config.yml")]
     if len(created) != 1:
@@ -396,7 +401,11 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     model = ensure_model(run, config, args.processed, args.random_init)
     env = environment()
     counts = [1] if args.smoke else [1, args.gpus]
-    by_gpus = {n: train_ours(run, args, args.recipe, config, model, gpus=n) for n in counts}
+    extra = validation_subset(config, args.processed, args.validation_rows)
+    by_gpus = {
+        n: train_ours(run, args, args.recipe, config, model, gpus=n, extra_overrides=extra)
+        for n in counts
+    }
     one, many = by_gpus[1]["timing"], by_gpus[counts[-1]]["timing"]
     speedup = _ratio(many["real_tokens_per_s"], one["real_tokens_per_s"], 3)
     result = {
@@ -406,6 +415,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
         "recipe": args.recipe,
         "model": model_info(model),
         "commands": run.commands,
+        "validation_rows": args.validation_rows,
         "runs": {str(n): r for n, r in by_gpus.items()},
         "gpus": counts[-1],
         "speedup": speedup,
@@ -419,6 +429,40 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     }
     write_result("scaling", result, results, args.out_dir)
     print(f"{counts[-1]} GPUs: {speedup}x one GPU")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    run, results = _setup(args, "profile")
+    ensure_processed(args.data, args.processed)
+    _, config = read_recipe(args.recipe)
+    model = ensure_model(run, config, args.processed, args.random_init)
+    env = environment()
+    extra = validation_subset(config, args.processed, args.validation_rows)
+    ours = train_ours(run, args, args.recipe, config, model, extra_overrides=extra,
+                      env={"BENCH_PROFILE_STEPS": str(args.steps)})  # fmt: skip
+    profile_json = REPO / ours["run_dir"] / "bench_profile.rank0.json"
+    if not profile_json.is_file():
+        raise BenchError(f"{profile_json} missing: the profiler did not finish its window")
+    profile = json.loads(profile_json.read_text("utf-8"))
+    result = {
+        "benchmark": "profile",
+        "smoke": args.smoke,
+        **env,
+        "recipe": args.recipe,
+        "model": model_info(model),
+        "validation_rows": args.validation_rows,
+        "commands": run.commands,
+        "config": ours["config"],
+        "kernels": ours["kernels"],
+        "timing_under_profiler": ours["timing"],
+        "profile": profile,
+    }
+    write_result("profile", result, results, args.out_dir)
+    print(
+        f"{profile['wall_ms_per_step']} ms/step wall, GPU busy {profile['gpu_busy_ms_per_step']} "
+        f"ms ({profile['gpu_busy_share']}); kernels: {profile['kernel_ms_per_step_by_category']}"
+    )
     return 0
 
 
@@ -499,11 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rec, steps=17, eval_rows=32)
     rec.add_argument("--only", nargs="+", metavar="RECIPE", help="these recipes only")
     rec.add_argument("--eval-rows", type=int, help="test rows to generate (32; 0: all)")
-    rec.add_argument(
-        "--validation-rows",
-        type=int,
-        help="evaluate training on the first N validation rows (default: all)",
-    )
+    rec.add_argument("--validation-rows", type=int, help=VALIDATION_ROWS_HELP)
     rec.add_argument(
         "--drop-models",
         action="store_true",
@@ -514,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scaling", help="our recipe on 1 GPU vs --gpus N")
     _common(sc)
     sc.add_argument("--gpus", type=int, default=2)
+    sc.add_argument("--validation-rows", type=int, help=VALIDATION_ROWS_HELP)
     sc.set_defaults(func=cmd_scaling)
+
+    prof = sub.add_parser("profile", help="torch.profiler over our recipe's steps")
+    _common(prof, steps=3)
+    prof.add_argument("--validation-rows", type=int, default=16, help=VALIDATION_ROWS_HELP)
+    prof.set_defaults(func=cmd_profile)
 
     table = sub.add_parser("table", help="render docs/benchmarks.md from the results JSON")
     table.add_argument("--results", type=Path, default=RESULTS)

@@ -12,7 +12,8 @@ host-clock intervals between logs; the seed script must be measured by the same 
 (real, non-padding tokens over a device-synchronized window), so both sides share one timer.
 
 Warm-up length comes from `BENCH_WARMUP_STEPS` (default 3); the timed steps are the rest of
-`max_steps`.
+`max_steps`. With `BENCH_PROFILE_STEPS=N` (`python -m bench profile`) the plugin also profiles the
+N steps after warm-up (`bench.profile.StepProfiler` -> `<output_dir>/bench_profile.rank<N>.json`).
 """
 
 from __future__ import annotations
@@ -100,3 +101,9 @@ class BenchTimingPlugin(BasePlugin):
 
         trainer.training_step = counted_training_step
         trainer.add_callback(timer)
+        profile_steps = int(os.environ.get("BENCH_PROFILE_STEPS", "0"))
+        if profile_steps:
+            from bench.profile import StepProfiler
+
+            out = Path(trainer.args.output_dir) / f"bench_profile.rank{_rank()}.json"
+            trainer.add_callback(StepProfiler(out, warmup, profile_steps))

@@ -290,3 +290,52 @@ def test_validation_subset_points_only_the_eval_file_at_the_first_rows(tmp_path)
         k: v for k, v in config["test_datasets"][0].items() if k != "path"
     }
     assert validation_subset(config, processed, None) == []
+
+
+# ---- `bench profile`: where a step's time goes ---------------------------------------------
+
+
+def test_gpu_busy_time_is_the_union_of_kernel_intervals():
+    from bench.profile import busy_us
+
+    # Two overlapping kernels on different streams, one nested, one apart: 0-10, 5-15, 6-7, 20-25.
+    assert busy_us([(5, 15), (0, 10), (6, 7), (20, 25)]) == 20
+    assert busy_us([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("kernel", "category"),
+    [
+        (
+            "void kDequantizeBlockwise<__nv_bfloat16, 512, 64, 8, 2>(float*, unsigned char*)",
+            "dequantize_4bit",
+        ),  # noqa: E501
+        ("nvjet_tst_192x192_64x3_2x1_v_bz_coopB_NNT", "matmul"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+        ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128>>", "attention"),
+        ("_rms_norm_forward_kernel", "triton_fused"),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>",
+            "elementwise_and_reduce",
+        ),  # noqa: E501
+        ("void kOptimizer32bit2State<__nv_bfloat16, 0, 4096, 8>", "optimizer"),
+    ],
+)
+def test_kernels_are_sorted_into_the_categories_the_issue_asks_about(kernel, category):
+    from bench.profile import kernel_category
+
+    assert kernel_category(kernel) == category
+
+
+@pytest.mark.slow
+def test_profile_smoke_profiles_steps_of_the_real_launcher_run(tmp_path):
+    result = _bench("profile", "--steps", "2", out=tmp_path)
+    profile = result["profile"]
+    assert profile["steps"] == 2 and profile["wall_ms_per_step"] > 0
+    assert profile["host"]["optimizer_step"]["calls_per_step"] == 1.0
+    names = [op["name"] for op in profile["top_host_ops_by_self_time"]]
+    assert "aten::mm" in names  # the model's matmuls were recorded
+    assert result["timing_under_profiler"]["timed_steps"] == 2
+    assert result["commands"][-1].startswith(
+        "BENCH_WARMUP_STEPS=1 BENCH_PROFILE_STEPS=2 python -m training train tiny-cpu"
+    )
