@@ -400,36 +400,60 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     _, config = read_recipe(args.recipe)
     model = ensure_model(run, config, args.processed, args.random_init)
     env = environment()
-    counts = [1] if args.smoke else [1, args.gpus]
     extra = validation_subset(config, args.processed, args.validation_rows)
-    by_gpus = {
-        n: train_ours(run, args, args.recipe, config, model, gpus=n, extra_overrides=extra)
-        for n in counts
+    # The launcher's own multi-GPU choice (DeepSpeed ZeRO-2) and plain DDP, each against 1 GPU.
+    strategies = {"zero2": [], "ddp": ["deepspeed=null"]}
+    chosen = args.strategies or ["zero2"]
+    runs = {"1": train_ours(run, args, args.recipe, config, model, gpus=1, extra_overrides=extra)}
+    failed: dict[str, Any] = {}
+    if not args.smoke:
+        for name in chosen:
+            try:
+                runs[f"{args.gpus}-{name}"] = train_ours(
+                    run, args, args.recipe, config, model, gpus=args.gpus,
+                    extra_overrides=[*extra, *strategies[name]],
+                )  # fmt: skip
+            except Exception as err:  # one strategy failing must not hide the other's result
+                failed[f"{args.gpus}-{name}"] = {
+                    "error": f"{type(err).__name__}: {err}",
+                    "log_tail": _read(run.log).splitlines()[-60:],
+                }
+                print(f"FAILED {name}: {err}", file=sys.stderr, flush=True)
+    one = runs["1"]["timing"]["real_tokens_per_s"]
+    speedups = {
+        key: _ratio(r["timing"]["real_tokens_per_s"], one, 3)
+        for key, r in runs.items()
+        if key != "1"
     }
-    one, many = by_gpus[1]["timing"], by_gpus[counts[-1]]["timing"]
-    speedup = _ratio(many["real_tokens_per_s"], one["real_tokens_per_s"], 3)
+    best = max(speedups, key=lambda k: speedups[k] or 0) if speedups else None
+    speedup = speedups.get(best) if best else None
+    gpus = args.gpus if best else 1
     result = {
         "benchmark": "scaling",
         "smoke": args.smoke,
         **env,
         "recipe": args.recipe,
         "model": model_info(model),
-        "commands": run.commands,
         "validation_rows": args.validation_rows,
-        "runs": {str(n): r for n, r in by_gpus.items()},
-        "gpus": counts[-1],
+        "commands": run.commands,
+        "runs": runs,
+        "failed": failed,
+        "gpus": gpus,
+        "speedup_by_strategy": speedups,
+        "best_strategy": best,
         "speedup": speedup,
-        "efficiency": round(speedup / counts[-1], 3) if speedup else None,
+        "efficiency": round(speedup / gpus, 3) if speedup else None,
         "note": "Each GPU keeps the recipe's micro-batch and accumulation: the global batch "
-        "grows with the GPU count.",
+        "grows with the GPU count. zero2 = the launcher's DeepSpeed ZeRO-2 config; "
+        "ddp = --override deepspeed=null (plain DistributedDataParallel).",
         "targets": {
             "speedup_at_least": TARGETS["scaling_2_gpus"],
             "speedup_met": (speedup or 0) >= TARGETS["scaling_2_gpus"],
         },
     }
     write_result("scaling", result, results, args.out_dir)
-    print(f"{counts[-1]} GPUs: {speedup}x one GPU")
-    return 0
+    print(f"{args.gpus} GPUs: {speedups} x one GPU; failed: {sorted(failed) or 'none'}")
+    return 1 if failed else 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -555,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sc)
     sc.add_argument("--gpus", type=int, default=2)
     sc.add_argument("--validation-rows", type=int, help=VALIDATION_ROWS_HELP)
+    sc.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=["zero2", "ddp"],
+        help="multi-GPU runs to make: zero2 (the launcher's DeepSpeed ZeRO-2, default), ddp",
+    )
     sc.set_defaults(func=cmd_scaling)
 
     prof = sub.add_parser("profile", help="torch.profiler over our recipe's steps")

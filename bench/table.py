@@ -317,7 +317,9 @@ def scaling_section(path: Path) -> str:
     data = _load(path)
     if data is None:
         return "## Several GPUs\n\nNot run yet (`python -m bench scaling`)."
-    head = ["GPUs", "real tokens/s", "s/step", "examples/step", "peak GiB per GPU"]
+    head = ["GPUs (strategy)", "real tokens/s", "s/step", "examples/step", "peak GiB per GPU",
+            "× 1 GPU"]  # fmt: skip
+    speedups = data.get("speedup_by_strategy") or {}
     rows = [
         [
             n,
@@ -325,6 +327,7 @@ def scaling_section(path: Path) -> str:
             _num(r["timing"]["seconds_per_step"], 3),
             _num(r["timing"]["examples_per_step"]),
             _num(r["timing"].get("peak_memory_gib"), 2),
+            _x(speedups.get(n)) if n != "1" else "1.00×",
         ]
         for n, r in data["runs"].items()
     ]
@@ -336,9 +339,10 @@ def scaling_section(path: Path) -> str:
             _source(path, data),
             _model_line(data.get("model")),
             _table(head, rows),
-            f"{data['gpus']} GPUs: {_x(data.get('speedup'))} one GPU's real tokens/s (efficiency "
-            f"{_pct(data.get('efficiency'))}). Target ≥ {targets.get('speedup_at_least')}×: "
-            f"{_met(targets.get('speedup_met'))}. {data.get('note', '')}",
+            f"Best: {data.get('best_strategy')}, {data['gpus']} GPUs at {_x(data.get('speedup'))} "
+            f"one GPU's real tokens/s (efficiency {_pct(data.get('efficiency'))}). Target ≥ "
+            f"{targets.get('speedup_at_least')}×: {_met(targets.get('speedup_met'))}. "
+            f"{data.get('note', '')}",
             _commands(data),
         ]
         if p
