@@ -81,6 +81,10 @@ def summarize_profile(events: Any, wall_s: float, steps: int) -> dict[str, Any]:
     for event in events:
         start, duration = event.time_range.start, event.time_range.elapsed_us()
         if event.device_type == DeviceType.CUDA:
+            # record_function ranges are mirrored on the GPU timeline ("Optimizer.step#...");
+            # they span kernels and idle gaps alike, so they are neither kernels nor busy time.
+            if getattr(event, "is_user_annotation", False) or "#" in event.name:
+                continue
             intervals.append((start, start + duration))
             kernels[event.name][0] += 1
             kernels[event.name][1] += duration

@@ -309,15 +309,12 @@ def test_gpu_busy_time_is_the_union_of_kernel_intervals():
         (
             "void kDequantizeBlockwise<__nv_bfloat16, 512, 64, 8, 2>(float*, unsigned char*)",
             "dequantize_4bit",
-        ),  # noqa: E501
+        ),
         ("nvjet_tst_192x192_64x3_2x1_v_bz_coopB_NNT", "matmul"),
         ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
         ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128>>", "attention"),
         ("_rms_norm_forward_kernel", "triton_fused"),
-        (
-            "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>",
-            "elementwise_and_reduce",
-        ),  # noqa: E501
+        ("void at::native::vectorized_elementwise_kernel<4, Add>", "elementwise_and_reduce"),
         ("void kOptimizer32bit2State<__nv_bfloat16, 0, 4096, 8>", "optimizer"),
     ],
 )

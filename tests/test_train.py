@@ -299,3 +299,20 @@ def test_wandb_only_with_wandb_project_and_offline_without_a_key(monkeypatch, tm
     tracked = resolve_config(recipe, tmp_path / "run", tmp_path, 1, None)
     assert (tracked["wandb_project"], tracked["wandb_mode"]) == ("cdr", "offline")
     assert tracked["use_tensorboard"] is True
+
+
+@pytest.mark.parametrize(
+    ("gpus", "current", "expected"),
+    [
+        (1, None, "0"),  # one process on a multi-GPU machine sees one GPU, not a split model
+        (2, None, "0,1"),
+        (1, "3,5", "3"),  # the user's choice, first N of it
+        (2, "3, 5, 7", "3,5"),
+        (4, "2", "2"),  # fewer visible than asked: accelerate reports it, we don't invent ids
+        (1, "", ""),  # hidden on purpose stays hidden
+    ],
+)
+def test_a_run_sees_only_the_gpus_it_was_given(gpus, current, expected):
+    from training.train import visible_devices
+
+    assert visible_devices(gpus, current) == expected

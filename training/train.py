@@ -329,10 +329,25 @@ def axolotl_command(config_path: Path, gpus: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run_logged(command: list[str], log_path: Path, secrets: list[str]) -> tuple[int, bool]:
+def visible_devices(gpus: int, current: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for a run on ``gpus`` GPUs: the first ``gpus`` of the ones the user
+    made visible (all of the machine's when unset). A single process that sees several GPUs
+    spreads a 4-bit model over them (device_map "auto"), which Axolotl's LoRA kernels refuse
+    ("mat2 is on cuda:1"); accelerate's N processes likewise use devices 0..N-1."""
+    if current is not None and not current.strip():
+        return current  # GPUs hidden on purpose: leave them hidden
+    ids = [d.strip() for d in current.split(",") if d.strip()] if current else []
+    return ",".join((ids or [str(i) for i in range(gpus)])[: max(gpus, 1)])
+
+
+def run_logged(
+    command: list[str], log_path: Path, secrets: list[str], gpus: int | None = None
+) -> tuple[int, bool]:
     """Run ``command`` from the repo root, tee its output (scrubbed) to the console and
     ``log_path``; returns (exit code, whether Axolotl reported the final model saved)."""
     env = dict(os.environ)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus, env.get("CUDA_VISIBLE_DEVICES"))
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("WANDB_DIR", str(log_path.parent.resolve()))  # W&B files stay in the run
@@ -593,7 +608,8 @@ def _train(
 
     started = time.monotonic()
     try:
-        code, saved = run_logged(axolotl_command(config_path, gpus), run_dir / "train.log", secrets)
+        command = axolotl_command(config_path, gpus)
+        code, saved = run_logged(command, run_dir / "train.log", secrets, gpus=gpus)
     except KeyboardInterrupt:
         _update_json(run_dir / "run.json", status="interrupted")
         _say(f"interrupted; continue with: --resume {_rel(run_dir)}")
