@@ -9,6 +9,8 @@
   scaling  our recipe on 1 GPU and on N GPUs -> results/scaling.json
   profile  torch.profiler over a few of our recipe's steps: where the time goes
            -> results/profile.json
+  profile-generate  our eval's decoding steps at batch 1 and 256, timed and profiled
+           -> results/profile-generate.json
   table    render docs/benchmarks.md from bench/results/*.json (--check: fail if out of date)
 
 `--random-init` trains a model built from the recipe's published architecture
@@ -490,6 +492,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_generate(args: argparse.Namespace) -> int:
+    run, results = _setup(args, "profile-generate")
+    run_dir = REPO / (args.run or _latest_run(args.recipe))
+    env = environment()
+    out = WORK / f"profile-generate{'-smoke' if args.smoke else ''}.json"
+    sizes = args.batch_sizes or ([1, 2] if args.smoke else [1, 256])
+    new_tokens = args.new_tokens or (4 if args.smoke else 32)
+    run(py("bench.profile_generate", "--run", _rel(run_dir), "--batch-sizes", *sizes,
+           "--new-tokens", new_tokens, "--out", _rel(out)))  # fmt: skip
+    data = json.loads(out.read_text("utf-8"))
+    result = {
+        "benchmark": "profile-generate",
+        "smoke": args.smoke,
+        **env,
+        "run": _rel(run_dir),
+        "model": model_info(data["model"]),
+        "commands": run.commands,
+        **{k: v for k, v in data.items() if k not in ("run", "model", "device")},
+    }
+    write_result("profile-generate", result, results, args.out_dir)
+    for size, batch in data["batches"].items():
+        prof = batch["profile"]
+        syncs = prof["host"]["synchronizations"]["calls_per_step"]
+        print(f"batch {size}: {batch['decode_ms_per_step']} ms/step, GPU busy "
+              f"{prof['gpu_busy_share']}, {prof['host_ops_per_step']} host ops/step, "
+              f"{syncs} syncs/step")  # fmt: skip
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from bench.table import render
 
@@ -591,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prof, steps=3)
     prof.add_argument("--validation-rows", type=int, default=16, help=VALIDATION_ROWS_HELP)
     prof.set_defaults(func=cmd_profile)
+
+    pgen = sub.add_parser("profile-generate", help="our eval's decoding steps, timed and profiled")
+    _common(pgen)
+    pgen.add_argument("--run", type=Path, help="run to load (default: newest of --recipe)")
+    pgen.add_argument("--batch-sizes", type=int, nargs="+", help="rows per batch (1 256)")
+    pgen.add_argument("--new-tokens", type=int, help="decoding steps per generate call (32)")
+    pgen.set_defaults(func=cmd_profile_generate)
 
     table = sub.add_parser("table", help="render docs/benchmarks.md from the results JSON")
     table.add_argument("--results", type=Path, default=RESULTS)

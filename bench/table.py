@@ -364,10 +364,14 @@ def profile_section(path: Path) -> str:
         return "## Where a training step's time goes\n\nNot run yet (`python -m bench profile`)."
     prof = data["profile"]
     ms, share = prof["kernel_ms_per_step_by_category"], prof["kernel_share_by_category"]
-    kernels = _table(
-        ["GPU kernel category", "ms per step", "share of kernel time"],
-        [[k, _num(v, 1), _pct(share.get(k))] for k, v in ms.items()],
-    )
+    kernels = (
+        _table(
+            ["GPU kernel category", "ms per step", "share of kernel time"],
+            [[k, _num(v, 1), _pct(share.get(k))] for k, v in ms.items()],
+        )
+        if ms
+        else ""
+    )  # no GPU: no kernels
     host = _table(
         ["host side, per step", "calls", "ms"],
         [[k.replace("_", " "), _num(v["calls_per_step"], 0), _num(v["ms_per_step"], 1)]
@@ -377,7 +381,7 @@ def profile_section(path: Path) -> str:
         ["costliest kernels (all profiled steps)", "calls", "ms"],
         [[f"`{k['name'][:90]}`", _num(k["calls"], 0), _num(k["ms"], 1)]
          for k in prof["top_kernels"][:10]],
-    )  # fmt: skip
+    ) if prof["top_kernels"] else ""  # fmt: skip
     return "\n\n".join(
         p
         for p in [
@@ -398,6 +402,40 @@ def profile_section(path: Path) -> str:
     )
 
 
+def profile_generate_section(path: Path) -> str:
+    data = _load(path)
+    if data is None:
+        return (
+            "## Where a decoding step's time goes\n\n"
+            "Not run yet (`python -m bench profile-generate`)."
+        )
+    head = ["rows per batch", "ms per decoding step", "tokens/s", "GPU busy (profiled)",
+            "host ops per step", "syncs per step", "kernel ms per step by category"]  # fmt: skip
+    rows = []
+    for size, batch in data["batches"].items():
+        prof = batch["profile"]
+        categories = ", ".join(
+            f"{k} {v}" for k, v in list(prof["kernel_ms_per_step_by_category"].items())[:4]
+        )
+        rows.append([
+            size, _num(batch["decode_ms_per_step"], 1), _num(batch["decode_tokens_per_s"]),
+            _pct(prof["gpu_busy_share"]), _num(prof["host_ops_per_step"], 0),
+            _num(prof["host"]["synchronizations"]["calls_per_step"], 0), categories or "–",
+        ])  # fmt: skip
+    return "\n\n".join(
+        p
+        for p in [
+            "## Where a decoding step's time goes",
+            _source(path, data),
+            _model_line(data.get("model")),
+            _table(head, rows),
+            data.get("note", ""),
+            _commands(data),
+        ]
+        if p
+    )
+
+
 def render(results: Path) -> str:
     sections = [
         train_section(results / "train.json"),
@@ -405,6 +443,7 @@ def render(results: Path) -> str:
         recipes_section(sorted(results.glob("recipe-*.json"))),
         scaling_section(results / "scaling.json"),
         profile_section(results / "profile.json"),
+        profile_generate_section(results / "profile-generate.json"),
     ]
     # What the JSON cannot say (runs cut short, conditions of a measurement) is written by hand.
     notes = results / "NOTES.md"

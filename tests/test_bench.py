@@ -336,3 +336,18 @@ def test_profile_smoke_profiles_steps_of_the_real_launcher_run(tmp_path):
     assert result["commands"][-1].startswith(
         "BENCH_WARMUP_STEPS=1 BENCH_PROFILE_STEPS=2 python -m training train tiny-cpu"
     )
+
+
+@pytest.mark.slow
+def test_profile_generate_smoke_times_decoding_steps_per_batch_size(smoke_train, tmp_path):
+    result = _bench("profile-generate", "--run", smoke_train["ours"]["run_dir"], out=tmp_path)
+    batches = result["batches"]
+    assert sorted(batches) == ["1", "2"]
+    for size, batch in batches.items():
+        assert batch["rows"] == int(size) and batch["new_tokens"] == 4
+        assert batch["decode_ms_per_step"] > 0
+        assert batch["profile"]["steps"] == 4
+        # The model's forward ran: one matmul per projection and layer, plus the LM head.
+        names = [op["name"] for op in batch["profile"]["top_host_ops_by_self_time"]]
+        assert "aten::mm" in names
+    assert result["adapter_merged"] is True  # loaded as eval generate loads a run

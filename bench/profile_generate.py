@@ -1,0 +1,126 @@
+"""Where a decoding step's time goes: our eval's HF generation path, timed and profiled.
+
+    python -m bench.profile_generate --run RUNDIR --batch-sizes 1 256 --new-tokens 32 --out FILE
+
+The model is loaded exactly as `eval generate` loads it (`load_hf_model`: bf16, LoRA merged); each
+batch is the longest test prompts, left-padded as `generate_greedy` does, and decodes exactly
+`--new-tokens` tokens (`min_new_tokens` keeps every row going, so steps are comparable). Per batch
+size: milliseconds per decoding step without the profiler (prefill subtracted), then the same
+generation under torch.profiler, summarised by `bench.profile.summarize_profile`. A step whose
+time hardly changes from batch 1 to batch 256 is bound by fixed per-step work, not by the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import write_json
+from bench.profile import summarize_profile
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed_generate(model: Any, inputs: dict[str, Any], config: Any) -> float:
+    import torch
+
+    _sync()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(**inputs, generation_config=config)
+    _sync()
+    return time.perf_counter() - started
+
+
+def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -> dict[str, Any]:
+    import torch
+    from transformers import GenerationConfig
+
+    from eval.generate import (
+        encode_prompts,
+        load_hf_model,
+        load_test_rows,
+        load_tokenizer,
+        resolve_run,
+        stop_token_ids,
+    )
+
+    target = resolve_run(run_dir, None, merged=False)
+    tokenizer = load_tokenizer(target)
+    rows, _ = load_test_rows(target.test_file, None)
+    prompts = sorted(encode_prompts(tokenizer, rows), key=len, reverse=True)
+    model = load_hf_model(target.model, target.adapter, tokenizer)
+    stops = stop_token_ids(tokenizer, model.generation_config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+
+    def config(tokens: int) -> Any:
+        return GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=tokens, min_new_tokens=tokens,
+            eos_token_id=stops, pad_token_id=pad_id,
+        )  # fmt: skip
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    results = {}
+    for size in batch_sizes:
+        batch = prompts[: min(size, len(prompts))]
+        width = len(batch[0])
+        inputs = {
+            "input_ids": torch.tensor(
+                [[pad_id] * (width - len(p)) + p for p in batch], device=model.device
+            ),
+            "attention_mask": torch.tensor(
+                [[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device
+            ),
+        }
+        _timed_generate(model, inputs, config(2))  # warm-up: kernels, allocator
+        prefill = _timed_generate(model, inputs, config(1))
+        total = _timed_generate(model, inputs, config(new_tokens))
+        step_s = (total - prefill) / max(new_tokens - 1, 1)
+        with torch.profiler.profile(activities=activities) as prof:
+            wall = _timed_generate(model, inputs, config(new_tokens))
+        summary = summarize_profile(prof.events(), wall, new_tokens)
+        results[str(len(batch))] = {
+            "rows": len(batch),
+            "prompt_tokens_padded": width,
+            "new_tokens": new_tokens,
+            "prefill_ms": round(prefill * 1e3, 1),
+            "decode_ms_per_step": round(step_s * 1e3, 2),
+            "decode_tokens_per_s": round(len(batch) / step_s, 1) if step_s else None,
+            "profile": summary,
+        }
+        print(f"batch {len(batch)}: {step_s * 1e3:.1f} ms per decoding step", flush=True)
+    return {
+        "run": str(run_dir),
+        "model": target.model,
+        "adapter_merged": bool(target.adapter),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "batches": results,
+        "note": "profile figures are per step of the profiled generate call (prefill included "
+        "in its first step); decode_ms_per_step is measured without the profiler",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_generate", description=__doc__)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    write_json(args.out, profile_generation(args.run, args.batch_sizes, args.new_tokens))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
