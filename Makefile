@@ -35,7 +35,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
         serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
-        bench-scaling bench-table sample-data clean
+        bench-scaling bench-profile bench-profile-generate bench-table sample-data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -113,6 +113,12 @@ bench-recipes: $(SETUP)  ## GPU: every GPU recipe for >= 20 steps, then eval on 
 
 bench-scaling: $(SETUP)  ## GPUs: RECIPE on 1 vs GPUS=N GPUs
 	$(PYTHON) -m bench scaling $(BENCH_ARGS) $(if $(filter-out 1,$(GPUS)),--gpus $(GPUS))
+
+bench-profile: $(SETUP)  ## GPU: torch.profiler over our recipe's training steps (where the time goes)
+	$(PYTHON) -m bench profile $(BENCH_ARGS)
+
+bench-profile-generate: $(SETUP)  ## GPU: our eval's decoding steps at batch 1 and 256, profiled
+	$(PYTHON) -m bench profile-generate $(BENCH_ARGS)
 
 bench-table: $(SETUP)  ## render docs/benchmarks.md from bench/results/*.json
 	$(PYTHON) -m bench table
