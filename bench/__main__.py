@@ -59,6 +59,8 @@ SMOKE = {
     "seed_rows": 2,
     "limit": 2,
     "eval_rows": 2,
+    "batch_sizes": [1, 2],
+    "new_tokens": 4,
 }
 # The targets, checked against the measurements in the results.
 TARGETS = {
@@ -497,10 +499,8 @@ def cmd_profile_generate(args: argparse.Namespace) -> int:
     run_dir = REPO / (args.run or _latest_run(args.recipe))
     env = environment()
     out = WORK / f"profile-generate{'-smoke' if args.smoke else ''}.json"
-    sizes = args.batch_sizes or ([1, 2] if args.smoke else [1, 256])
-    new_tokens = args.new_tokens or (4 if args.smoke else 32)
-    run(py("bench.profile_generate", "--run", _rel(run_dir), "--batch-sizes", *sizes,
-           "--new-tokens", new_tokens, "--out", _rel(out)))  # fmt: skip
+    run(py("bench.profile_generate", "--run", _rel(run_dir), "--batch-sizes", *args.batch_sizes,
+           "--new-tokens", args.new_tokens, "--out", _rel(out)))  # fmt: skip
     data = json.loads(out.read_text("utf-8"))
     result = {
         "benchmark": "profile-generate",
@@ -624,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=cmd_profile)
 
     pgen = sub.add_parser("profile-generate", help="our eval's decoding steps, timed and profiled")
-    _common(pgen)
+    _common(pgen, batch_sizes=[1, 256], new_tokens=32)
     pgen.add_argument("--run", type=Path, help="run to load (default: newest of --recipe)")
     pgen.add_argument("--batch-sizes", type=int, nargs="+", help="rows per batch (1 256)")
     pgen.add_argument("--new-tokens", type=int, help="decoding steps per generate call (32)")

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from bench.metrics import write_json
+from bench.timer import cuda_sync
 
 # Kernel-name patterns, first match wins. Names are CUDA kernel symbols (cuBLAS/cutlass GEMMs,
 # bitsandbytes dequantisation, PyTorch's flash/efficient attention, Triton kernels from Liger and
@@ -38,11 +39,16 @@ KERNEL_CATEGORIES = (
     ("copy_and_cast", re.compile(r"copy|cast|memcpy|memset|fill", re.I)),
     ("elementwise_and_reduce", re.compile(r"elementwise|reduce|vectorized|unrolled", re.I)),
 )
-# Host-side runtime calls worth counting: launches cost CPU time; synchronizations stall the host
-# until the GPU has caught up, so the GPU then idles while the host queues the next kernels.
-LAUNCH = re.compile(r"^(cudaLaunchKernel|cuLaunchKernel|cudaLaunchKernelExC|cuLaunchKernelEx)")
-SYNC = re.compile(r"^(cudaStreamSynchronize|cudaDeviceSynchronize|cudaEventSynchronize)")
-MEMCPY = re.compile(r"^cudaMemcpy")
+# Host-side events worth counting, by name: launches cost CPU time; synchronizations stall the
+# host until the GPU has caught up, so the GPU then idles while the host queues the next kernels;
+# the optimizer step and batch fetching are the trainer's own record_function ranges.
+HOST_EVENTS = {
+    "kernel_launches": re.compile(r"^cu(da)?LaunchKernel"),
+    "synchronizations": re.compile(r"^cuda(Stream|Device|Event)Synchronize"),
+    "memcpy_calls": re.compile(r"^cudaMemcpy"),
+    "optimizer_step": re.compile(r"^Optimizer\.step"),
+    "dataloader_next": re.compile(r"^enumerate\(DataLoader\)"),
+}
 
 
 def kernel_category(name: str) -> str:
@@ -74,36 +80,30 @@ def summarize_profile(events: Any, wall_s: float, steps: int) -> dict[str, Any]:
 
     kernels: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     host: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    categories: dict[str, float] = defaultdict(float)
+    counted = {name: [0, 0.0] for name in HOST_EVENTS}
     intervals: list[tuple[float, float]] = []
-    launches, syncs, memcpys = [0, 0.0], [0, 0.0], [0, 0.0]
-    labelled = {"optimizer_step": [0, 0.0], "dataloader_next": [0, 0.0]}
     for event in events:
-        start, duration = event.time_range.start, event.time_range.elapsed_us()
+        name, start = event.name, event.time_range.start
+        duration = event.time_range.elapsed_us()
         if event.device_type == DeviceType.CUDA:
             # record_function ranges are mirrored on the GPU timeline ("Optimizer.step#...");
             # they span kernels and idle gaps alike, so they are neither kernels nor busy time.
-            if getattr(event, "is_user_annotation", False) or "#" in event.name:
+            if getattr(event, "is_user_annotation", False) or "#" in name:
                 continue
             intervals.append((start, start + duration))
-            kernels[event.name][0] += 1
-            kernels[event.name][1] += duration
-            categories[kernel_category(event.name)] += duration
+            kernels[name][0] += 1
+            kernels[name][1] += duration
             continue
-        name = event.name
-        for pattern, counter in ((LAUNCH, launches), (SYNC, syncs), (MEMCPY, memcpys)):
+        for key, pattern in HOST_EVENTS.items():
             if pattern.match(name):
-                counter[0] += 1
-                counter[1] += duration
-        if name.startswith("Optimizer.step"):
-            labelled["optimizer_step"][0] += 1
-            labelled["optimizer_step"][1] += duration
-        elif name.startswith("enumerate(DataLoader)"):
-            labelled["dataloader_next"][0] += 1
-            labelled["dataloader_next"][1] += duration
-        if name.startswith("aten::") or name.startswith("cuda"):
+                counted[key][0] += 1
+                counted[key][1] += duration
+        if name.startswith(("aten::", "cuda")):
             host[name][0] += 1
             host[name][1] += event.self_cpu_time_total
+    categories: dict[str, float] = defaultdict(float)
+    for name, (_, total) in kernels.items():  # one regex pass per kernel name, not per launch
+        categories[kernel_category(name)] += total
     kernel_total = sum(categories.values())
     busy = busy_us(intervals)
     per_step = 1e3 / steps
@@ -126,16 +126,20 @@ def summarize_profile(events: Any, wall_s: float, steps: int) -> dict[str, Any]:
         else {},
         "kernels_per_step": round(sum(c for c, _ in kernels.values()) / steps, 1),
         "host_ops_per_step": round(sum(c for c, _ in host.values()) / steps, 1),
-        "host": {
-            "kernel_launches": ms(launches),
-            "synchronizations": ms(syncs),
-            "memcpy_calls": ms(memcpys),
-            "optimizer_step": ms(labelled["optimizer_step"]),
-            "dataloader_next": ms(labelled["dataloader_next"]),
-        },
+        "host": {key: ms(counter) for key, counter in counted.items()},
         "top_kernels": _top(kernels),
         "top_host_ops_by_self_time": _top(host),
     }
+
+
+def activities() -> list[Any]:
+    """What torch.profiler should record here: the host, and the GPU when there is one."""
+    import torch
+
+    kinds = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        kinds.append(torch.profiler.ProfilerActivity.CUDA)
+    return kinds
 
 
 class StepProfiler(TrainerCallback):
@@ -149,18 +153,13 @@ class StepProfiler(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         import torch
 
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
         if state.global_step == self.warmup:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.profiler = torch.profiler.profile(activities=activities)
+            cuda_sync()
+            self.profiler = torch.profiler.profile(activities=activities())
             self.profiler.__enter__()
             self.started = time.perf_counter()
         elif state.global_step == self.warmup + self.steps and self.profiler is not None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            cuda_sync()
             wall = time.perf_counter() - self.started
             self.profiler.__exit__(None, None, None)
             summary = summarize_profile(self.profiler.events(), wall, self.steps)

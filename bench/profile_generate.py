@@ -19,24 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.metrics import write_json
-from bench.profile import summarize_profile
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from bench.profile import activities, summarize_profile
+from bench.timer import cuda_sync
 
 
 def _timed_generate(model: Any, inputs: dict[str, Any], config: Any) -> float:
     import torch
 
-    _sync()
+    cuda_sync()
     started = time.perf_counter()
     with torch.inference_mode():
         model.generate(**inputs, generation_config=config)
-    _sync()
+    cuda_sync()
     return time.perf_counter() - started
 
 
@@ -46,6 +40,7 @@ def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -
 
     from eval.generate import (
         encode_prompts,
+        left_padded,
         load_hf_model,
         load_test_rows,
         load_tokenizer,
@@ -67,31 +62,20 @@ def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -
             eos_token_id=stops, pad_token_id=pad_id,
         )  # fmt: skip
 
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if torch.cuda.is_available():
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
     results = {}
     for size in batch_sizes:
-        batch = prompts[: min(size, len(prompts))]
-        width = len(batch[0])
-        inputs = {
-            "input_ids": torch.tensor(
-                [[pad_id] * (width - len(p)) + p for p in batch], device=model.device
-            ),
-            "attention_mask": torch.tensor(
-                [[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device
-            ),
-        }
+        batch = prompts[:size]  # the longest prompts, as eval's first batch
+        inputs = left_padded(batch, pad_id, model.device)
         _timed_generate(model, inputs, config(2))  # warm-up: kernels, allocator
         prefill = _timed_generate(model, inputs, config(1))
         total = _timed_generate(model, inputs, config(new_tokens))
         step_s = (total - prefill) / max(new_tokens - 1, 1)
-        with torch.profiler.profile(activities=activities) as prof:
+        with torch.profiler.profile(activities=activities()) as prof:
             wall = _timed_generate(model, inputs, config(new_tokens))
         summary = summarize_profile(prof.events(), wall, new_tokens)
         results[str(len(batch))] = {
             "rows": len(batch),
-            "prompt_tokens_padded": width,
+            "prompt_tokens_padded": inputs["input_ids"].shape[1],
             "new_tokens": new_tokens,
             "prefill_ms": round(prefill * 1e3, 1),
             "decode_ms_per_step": round(step_s * 1e3, 2),

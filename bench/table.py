@@ -115,6 +115,20 @@ def _commands(data: dict[str, Any]) -> str:
     return "Commands run:\n\n```\n" + "\n".join(commands) + "\n```" if commands else ""
 
 
+def _not_run(title: str, command: str) -> str:
+    return f"## {title}\n\nNot run yet (`python -m bench {command}`)."
+
+
+def _section(
+    title: str, path: Path, data: dict[str, Any], *body: str, model_line: str | None = None
+) -> str:
+    """One benchmark's section: heading, source and stack, model, the body, the commands run;
+    empty parts left out."""
+    model_line = _model_line(data.get("model")) if model_line is None else model_line
+    parts = [f"## {title}", _source(path, data), model_line, *body, _commands(data)]
+    return "\n\n".join(p for p in parts if p)
+
+
 def _steps(side: dict[str, Any]) -> str:
     raw = side["rank_records"][0]["raw"]
     return f"{raw['warmup_steps']} + {raw['steps']}"
@@ -123,7 +137,7 @@ def _steps(side: dict[str, Any]) -> str:
 def train_section(path: Path) -> str:
     data = _load(path)
     if data is None:
-        return "## Training: seed script vs our recipe\n\nNot run yet (`python -m bench train`)."
+        return _not_run("Training: seed script vs our recipe", "train")
     seed, ours = data["seed"], data["ours"]
     s, o = seed["timing"], ours["timing"]
     ratios = data.get("ratios_ours_over_seed", {})
@@ -182,28 +196,23 @@ def train_section(path: Path) -> str:
     ]
     deviations = "".join(f"\n- {d}" for d in seed.get("deviations", []))
     interruptions = o.get("interruptions") or s.get("interruptions")
-    return "\n\n".join(
-        p
-        for p in [
-            "## Training: seed script vs our recipe",
-            _source(path, data),
-            _model_line(data.get("model")),
-            f"Measured bf16 matmul rate: {_num(data.get('matmul_bf16_tflops'))} TFLOP/s. "
-            f"Training rows: {data.get('data', {}).get('train_rows')}.",
-            _table(head, rows),
-            "Targets (issue 5):\n\n" + "\n".join(target_lines),
-            f"Seed script deviations from the original:{deviations}" if deviations else "",
-            f"**Timed window interrupted by:** {', '.join(interruptions)}" if interruptions else "",
-            _commands(data),
-        ]
-        if p
+    return _section(
+        "Training: seed script vs our recipe",
+        path,
+        data,
+        f"Measured bf16 matmul rate: {_num(data.get('matmul_bf16_tflops'))} TFLOP/s. "
+        f"Training rows: {data.get('data', {}).get('train_rows')}.",
+        _table(head, rows),
+        "Targets (issue 5):\n\n" + "\n".join(target_lines),
+        f"Seed script deviations from the original:{deviations}" if deviations else "",
+        f"**Timed window interrupted by:** {', '.join(interruptions)}" if interruptions else "",
     )
 
 
 def eval_section(path: Path) -> str:
     data = _load(path)
     if data is None:
-        return "## Eval: seed loop vs our batched eval\n\nNot run yet (`python -m bench eval`)."
+        return _not_run("Eval: seed loop vs our batched eval", "eval")
     seed, ours = data["seed"], data["ours"]
     st, ot = seed["timing"], ours["timing"]
     rows_n = data["split_rows"]
@@ -237,17 +246,20 @@ def eval_section(path: Path) -> str:
         f"{_met(targets.get('split_met'))}",
         f"- ≥ {targets.get('speedup_at_least')}× the seed loop: {_met(targets.get('speedup_met'))}",
     ]
-    return "\n\n".join(p for p in [
-        "## Eval: seed loop vs our batched eval",
-        _source(path, data),
-        _model_line(data.get("model")) + f" Run: `{data.get('run')}`.",
+    reused = (
+        "Our side is the `eval generate` result already in the run (same device, rows and "
+        "token budget), reused rather than generated twice."
+    )
+    return _section(
+        "Eval: seed loop vs our batched eval",
+        path,
+        data,
         _table(head, rows),
         data.get("note", ""),
-        "Our side is the `eval generate` result already in the run (same device, rows and "
-        "token budget), reused rather than generated twice." if data.get("ours_reused") else "",
+        reused if data.get("ours_reused") else "",
         "Targets (issue 5):\n\n" + "\n".join(target_lines),
-        _commands(data),
-    ] if p)  # fmt: skip
+        model_line=_model_line(data.get("model")) + f" Run: `{data.get('run')}`.",
+    )
 
 
 def _total_steps(train: dict[str, Any]) -> int | None:
@@ -326,7 +338,7 @@ def recipes_section(paths: list[Path]) -> str:
 def scaling_section(path: Path) -> str:
     data = _load(path)
     if data is None:
-        return "## Several GPUs\n\nNot run yet (`python -m bench scaling`)."
+        return _not_run("Several GPUs", "scaling")
     head = ["GPUs (strategy)", "real tokens/s", "s/step", "examples/step", "peak GiB per GPU",
             "× 1 GPU"]  # fmt: skip
     speedups = data.get("speedup_by_strategy") or {}
@@ -342,27 +354,22 @@ def scaling_section(path: Path) -> str:
         for n, r in data["runs"].items()
     ]
     targets = data.get("targets", {})
-    return "\n\n".join(
-        p
-        for p in [
-            "## Several GPUs",
-            _source(path, data),
-            _model_line(data.get("model")),
-            _table(head, rows),
-            f"Best: {data.get('best_strategy')}, {data['gpus']} GPUs at {_x(data.get('speedup'))} "
-            f"one GPU's real tokens/s (efficiency {_pct(data.get('efficiency'))}). Target ≥ "
-            f"{targets.get('speedup_at_least')}×: {_met(targets.get('speedup_met'))}. "
-            f"{data.get('note', '')}",
-            _commands(data),
-        ]
-        if p
+    return _section(
+        "Several GPUs",
+        path,
+        data,
+        _table(head, rows),
+        f"Best: {data.get('best_strategy')}, {data['gpus']} GPUs at {_x(data.get('speedup'))} "
+        f"one GPU's real tokens/s (efficiency {_pct(data.get('efficiency'))}). Target ≥ "
+        f"{targets.get('speedup_at_least')}×: {_met(targets.get('speedup_met'))}. "
+        f"{data.get('note', '')}",
     )
 
 
 def profile_section(path: Path) -> str:
     data = _load(path)
     if data is None:
-        return "## Where a training step's time goes\n\nNot run yet (`python -m bench profile`)."
+        return _not_run("Where a training step's time goes", "profile")
     prof = data["profile"]
     ms, share = prof["kernel_ms_per_step_by_category"], prof["kernel_share_by_category"]
     kernels = (
@@ -383,33 +390,25 @@ def profile_section(path: Path) -> str:
         [[f"`{k['name'][:90]}`", _num(k["calls"], 0), _num(k["ms"], 1)]
          for k in prof["top_kernels"][:10]],
     ) if prof["top_kernels"] else ""  # fmt: skip
-    return "\n\n".join(
-        p
-        for p in [
-            "## Where a training step's time goes",
-            _source(path, data),
-            _model_line(data.get("model")),
-            f"`{data['recipe']}`, {prof['steps']} optimizer steps under torch.profiler after "
-            f"warm-up: {_num(prof['wall_ms_per_step'], 0)} ms per step wall, of which the GPU ran "
-            f"kernels {_num(prof['gpu_busy_ms_per_step'], 0)} ms ({_pct(prof['gpu_busy_share'])}); "
-            f"{_num(prof['kernels_per_step'], 0)} kernels and {_num(prof['host_ops_per_step'], 0)} "
-            f"host-side operator calls per step. {prof.get('note', '')}",
-            kernels,
-            host,
-            top,
-            _commands(data),
-        ]
-        if p
+    return _section(
+        "Where a training step's time goes",
+        path,
+        data,
+        f"`{data['recipe']}`, {prof['steps']} optimizer steps under torch.profiler after "
+        f"warm-up: {_num(prof['wall_ms_per_step'], 0)} ms per step wall, of which the GPU ran "
+        f"kernels {_num(prof['gpu_busy_ms_per_step'], 0)} ms ({_pct(prof['gpu_busy_share'])}); "
+        f"{_num(prof['kernels_per_step'], 0)} kernels and {_num(prof['host_ops_per_step'], 0)} "
+        f"host-side operator calls per step. {prof.get('note', '')}",
+        kernels,
+        host,
+        top,
     )
 
 
 def profile_generate_section(path: Path) -> str:
     data = _load(path)
     if data is None:
-        return (
-            "## Where a decoding step's time goes\n\n"
-            "Not run yet (`python -m bench profile-generate`)."
-        )
+        return _not_run("Where a decoding step's time goes", "profile-generate")
     head = ["rows per batch", "ms per decoding step", "tokens/s", "GPU busy (profiled)",
             "host ops per step", "syncs per step", "kernel ms per step by category"]  # fmt: skip
     rows = []
@@ -423,17 +422,12 @@ def profile_generate_section(path: Path) -> str:
             _pct(prof["gpu_busy_share"]), _num(prof["host_ops_per_step"], 0),
             _num(prof["host"]["synchronizations"]["calls_per_step"], 0), categories or "–",
         ])  # fmt: skip
-    return "\n\n".join(
-        p
-        for p in [
-            "## Where a decoding step's time goes",
-            _source(path, data),
-            _model_line(data.get("model")),
-            _table(head, rows),
-            data.get("note", ""),
-            _commands(data),
-        ]
-        if p
+    return _section(
+        "Where a decoding step's time goes",
+        path,
+        data,
+        _table(head, rows),
+        data.get("note", ""),
     )
 
 

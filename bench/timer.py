@@ -14,7 +14,8 @@ from transformers import TrainerCallback
 from bench.metrics import count_batch
 
 
-def _sync() -> None:
+def cuda_sync() -> None:
+    """Wait for the GPU to finish queued work (no-op without CUDA): the edge of a timed window."""
     import torch
 
     if torch.cuda.is_available():
@@ -58,10 +59,10 @@ class StepTimer(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
-            _sync()
+            cuda_sync()
             self.started, self.counting = time.perf_counter(), True
         elif state.global_step == self.warmup + self.steps and self.counting:
-            _sync()
+            cuda_sync()
             self.seconds = time.perf_counter() - self.started
             self.counting = False
             import torch

@@ -333,6 +333,20 @@ def auto_batch_size(model: Any, prompts: list[list[int]], max_new_tokens: int) -
     return max(1, min(len(prompts), 256, int(free * 0.5 / (bytes_per_token * longest))))
 
 
+def left_padded(prompts: list[list[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """`generate` inputs for a batch of token-id prompts, left-padded to the longest so that every
+    prompt ends where generation starts."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = [[pad_id] * (width - len(p)) + p for p in prompts]
+    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -366,14 +380,9 @@ def generate_greedy(
     with torch.inference_mode(), bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in batch)
-            ids = [[pad_id] * (width - len(prompts[i])) + prompts[i] for i in batch]
-            mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch]
-            output = model.generate(
-                input_ids=torch.tensor(ids, device=model.device),
-                attention_mask=torch.tensor(mask, device=model.device),
-                generation_config=config,
-            )
+            inputs = left_padded([prompts[i] for i in batch], pad_id, model.device)
+            output = model.generate(**inputs, generation_config=config)
+            width = inputs["input_ids"].shape[1]
             for i, tokens in zip(batch, output[:, width:].tolist(), strict=True):
                 results[i] = _finish(tokens, set(stops), tokenizer)
             bar.update(len(batch))
