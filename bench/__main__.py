@@ -327,6 +327,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failure(run: Runner, what: str, err: Exception) -> dict[str, Any]:
+    """What a failed step leaves in the results: the error and the log's tail; said on stderr."""
+    error = f"{type(err).__name__}: {err}"
+    print(f"FAILED {what}: {error}", file=sys.stderr, flush=True)
+    return {"error": error, "log_tail": _read(run.log).splitlines()[-60:]}
+
+
 def validation_subset(config: dict[str, Any], processed: Path, rows: int | None) -> list[str]:
     """Overrides that point the recipe's eval at the first ``rows`` validation rows.
 
@@ -374,9 +381,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         except Exception as err:  # one recipe failing must not hide the others' results
             failures += 1
             entry["success"] = False
-            entry["error"] = f"{type(err).__name__}: {err}"
-            entry["log_tail"] = _read(run.log).splitlines()[-60:]
-            print(f"FAILED {recipe}: {entry['error']}", file=sys.stderr, flush=True)
+            entry.update(_failure(run, recipe, err))
         entry["commands"] = run.commands[first:]
         timing = entry.get("train", {}).get("timing", {})
         summary.append(
@@ -407,22 +412,17 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     extra = validation_subset(config, args.processed, args.validation_rows)
     # The launcher's own multi-GPU choice (DeepSpeed ZeRO-2) and plain DDP, each against 1 GPU.
     strategies = {"zero2": [], "ddp": ["deepspeed=null"]}
-    chosen = args.strategies or ["zero2"]
     runs = {"1": train_ours(run, args, args.recipe, config, model, gpus=1, extra_overrides=extra)}
     failed: dict[str, Any] = {}
     if not args.smoke:
-        for name in chosen:
+        for name in args.strategies:
             try:
                 runs[f"{args.gpus}-{name}"] = train_ours(
                     run, args, args.recipe, config, model, gpus=args.gpus,
                     extra_overrides=[*extra, *strategies[name]],
                 )  # fmt: skip
             except Exception as err:  # one strategy failing must not hide the other's result
-                failed[f"{args.gpus}-{name}"] = {
-                    "error": f"{type(err).__name__}: {err}",
-                    "log_tail": _read(run.log).splitlines()[-60:],
-                }
-                print(f"FAILED {name}: {err}", file=sys.stderr, flush=True)
+                failed[f"{args.gpus}-{name}"] = _failure(run, name, err)
     one = runs["1"]["timing"]["real_tokens_per_s"]
     speedups = {
         key: _ratio(r["timing"]["real_tokens_per_s"], one, 3)
@@ -430,7 +430,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
         if key != "1"
     }
     best = max(speedups, key=lambda k: speedups[k] or 0) if speedups else None
-    speedup = speedups.get(best) if best else None
+    speedup = speedups.get(best)
     gpus = args.gpus if best else 1
     result = {
         "benchmark": "scaling",
@@ -614,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategies",
         nargs="+",
         choices=["zero2", "ddp"],
+        default=["zero2"],
         help="multi-GPU runs to make: zero2 (the launcher's DeepSpeed ZeRO-2, default), ddp",
     )
     sc.set_defaults(func=cmd_scaling)
