@@ -11,6 +11,8 @@
            -> results/profile.json
   profile-generate  our eval's decoding steps at batch 1 and 256, timed and profiled
            -> results/profile-generate.json
+  decoding our eval's decoding in rounds vs in one round vs transformers' continuous batching,
+           same run and split -> results/decoding.json
   table    render docs/benchmarks.md from bench/results/*.json (--check: fail if out of date)
 
 `--random-init` trains a model built from the recipe's published architecture
@@ -46,6 +48,7 @@ from bench.common import (
     runs_of,
     write_result,
 )
+from bench.decoding import STRATEGIES as DECODING_STRATEGIES
 from bench.metrics import merge_ranks
 
 PY = sys.executable
@@ -61,6 +64,7 @@ SMOKE = {
     "eval_rows": 2,
     "batch_sizes": [1, 2],
     "new_tokens": 4,
+    "strategies": ["rounds", "one-round"],  # transformers-cb takes ~1 min per row on CPU
 }
 # The issue's targets, checked against the measurements in the results.
 TARGETS = {
@@ -246,6 +250,7 @@ def _reusable_eval(
         previous.get("device") == (env["device"] if env["gpu_count"] else "cpu")
         and previous.get("max_new_tokens") == max_new
         and previous.get("rows_evaluated") == (args.limit or previous.get("rows_in_split"))
+        and "load_seconds" in previous.get("timing", {})
     )
     return previous if same else None
 
@@ -278,16 +283,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ours = json.loads(metrics_path.read_text("utf-8"))
     else:
         run.commands.append(f"# reused {_rel(metrics_path)} (created {ours.get('created')})")
-    ours_keys = ("backend", "backend_reason", "device", "dtype", "batch_size", "rows_evaluated",
-                 "rows_in_split", "max_new_tokens", "hit_max_new_tokens", "timing")  # fmt: skip
+    ours_keys = ("backend", "backend_reason", "device", "dtype", "batch_size", "rounds",
+                 "rows_evaluated", "rows_in_split", "max_new_tokens", "hit_max_new_tokens",
+                 "timing")  # fmt: skip
     ours = {k: ours.get(k) for k in ours_keys}
-    # Like for like: `eval generate` times model loading + generation ("seconds"); the seed
-    # side is its loading time + its seconds per row x the rows of the split.
+    # Like for like: each side's model loading (with its adapter) once + its generation over
+    # the split (the seed's seconds per row x the rows of the split).
     split_rows = ours["rows_in_split"]
     seed_split_s = round(
         seed["timing"]["load_seconds"] + split_rows * seed["timing"]["seconds_per_row"], 1
     )
-    ours_split_s = round(ours["timing"]["seconds"] * split_rows / ours["rows_evaluated"], 1)
+    ours_split_s = round(
+        ours["timing"]["load_seconds"]
+        + ours["timing"]["seconds"] * split_rows / ours["rows_evaluated"],
+        1,
+    )
     speedup = _ratio(seed_split_s, ours_split_s, 1)
     result = {
         "benchmark": "eval",
@@ -521,6 +531,36 @@ def cmd_profile_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decoding(args: argparse.Namespace) -> int:
+    run, results = _setup(args, "decoding")
+    run_dir = REPO / (args.run or _latest_run(args.recipe))
+    env = environment()
+    out = WORK / f"decoding{'-smoke' if args.smoke else ''}.json"
+    command = py("bench.decoding", "--run", _rel(run_dir), "--strategies", *args.strategies,
+                 "--out", _rel(out))  # fmt: skip
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    run(command)
+    data = json.loads(out.read_text("utf-8"))
+    first = data["strategies"][data["first_strategy"]]["seconds"]
+    for measured in data["strategies"].values():
+        measured["seconds_vs_first"] = _ratio(measured["seconds"], first, 2)
+    result = {
+        "benchmark": "decoding",
+        "smoke": args.smoke,
+        **env,
+        "run": _rel(run_dir),
+        "model": model_info(data["model"]),
+        "commands": run.commands,
+        **{k: v for k, v in data.items() if k not in ("run", "model", "device")},
+    }
+    write_result("decoding", result, results, args.out_dir)
+    for name, measured in data["strategies"].items():
+        print(f"{name}: {measured['seconds']} s, {measured['answers_equal_to_first_strategy']} "
+              f"of {data['rows']} answers as {data['first_strategy']}")  # fmt: skip
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from bench.table import render
 
@@ -630,6 +670,13 @@ def build_parser() -> argparse.ArgumentParser:
     pgen.add_argument("--batch-sizes", type=int, nargs="+", help="rows per batch (1 256)")
     pgen.add_argument("--new-tokens", type=int, help="decoding steps per generate call (32)")
     pgen.set_defaults(func=cmd_profile_generate)
+
+    dec = sub.add_parser("decoding", help="our eval's decoding strategies side by side")
+    _common(dec, strategies=list(DECODING_STRATEGIES), limit=None)
+    dec.add_argument("--run", type=Path, help="run to load (default: newest of --recipe)")
+    dec.add_argument("--strategies", nargs="+", choices=DECODING_STRATEGIES)
+    dec.add_argument("--limit", type=int, help="first N test rows (default: whole split)")
+    dec.set_defaults(func=cmd_decoding)
 
     table = sub.add_parser("table", help="render docs/benchmarks.md from the results JSON")
     table.add_argument("--results", type=Path, default=RESULTS)

@@ -119,6 +119,22 @@ def _not_run(title: str, command: str) -> str:
     return f"## {title}\n\nNot run yet (`python -m bench {command}`)."
 
 
+def _decoding_rounds(ours: dict[str, Any]) -> str:
+    """Like "rounds of 64/128 new tokens: 300/9 rows, batch 300/9" (older files: the batch)."""
+    rounds = ours.get("rounds")
+    if not rounds:
+        return f"batch {_num(ours.get('batch_size'), 0)}"
+    parts = ("new_tokens", "rows", "batch_size")
+    tokens, rows, batches = ("/".join(str(r[k]) for r in rounds) for k in parts)
+    return f"rounds of {tokens} new tokens: {rows} rows, batch {batches}"
+
+
+def _ours_seconds(timing: dict[str, Any]) -> str:
+    if "load_seconds" not in timing:  # files before load time was recorded: decoding only
+        return f"{_num(timing['seconds'])} generating (loading not recorded)"
+    return f"{_num(timing['seconds'])} generating + {_num(timing['load_seconds'])} loading"
+
+
 def _section(
     title: str, path: Path, data: dict[str, Any], *body: str, model_line: str | None = None
 ) -> str:
@@ -223,7 +239,7 @@ def eval_section(path: Path) -> str:
     head = ["", "seed loop (bench/seed_eval.py)", "ours (`eval generate`)", "ours / seed"]
     rows = [
         ["decoding", "sampling, temperature 0.1, one row at a time",
-         f"greedy, {ours.get('backend')}, batch {_num(ours.get('batch_size'), 0)}", ""],
+         f"greedy, {ours.get('backend')}, {_decoding_rounds(ours)}", ""],
         ["rows generated", f"{seed['rows_generated']} of {seed['rows_in_split']}",
          f"{ours['rows_evaluated']} of {ours['rows_in_split']}", ""],
         ["max_new_tokens (rows that hit it)",
@@ -238,7 +254,7 @@ def eval_section(path: Path) -> str:
         ["generated tokens/s (measured rows)", _num(st["tokens_per_second"]),
          _num(ot["tokens_per_second"]), ""],
         ["seconds measured", f"{_num(st['seconds'])} generating + {_num(st['load_seconds'])} "
-         "loading", f"{_num(ot['seconds'])} (loading + generating)", ""],
+         "loading", _ours_seconds(ot), ""],
     ]  # fmt: skip
     targets = data.get("targets", {})
     target_lines = [
@@ -431,6 +447,40 @@ def profile_generate_section(path: Path) -> str:
     )
 
 
+DECODING_WHAT = {
+    "rounds": "`eval generate`: 64 new tokens, then 128, 256, ... for rows still going",
+    "one-round": "the whole budget in one round (before rounds)",
+    "transformers-cb": "transformers' continuous batching (`generate_batch`)",
+}
+
+
+def decoding_section(path: Path) -> str:
+    data = _load(path)
+    if data is None:
+        return _not_run("Decoding strategies for our eval", "decoding")
+    first = data["first_strategy"]
+    head = ["strategy", "what", "seconds", f"vs {first}", "rows/s", "generated tokens",
+            "rows at max_new_tokens", f"answers as {first}"]  # fmt: skip
+    rows = []
+    for name, measured in data["strategies"].items():
+        rounds = measured.get("rounds")
+        what = DECODING_WHAT.get(name, "")
+        if rounds:
+            what += " — " + _decoding_rounds({"rounds": rounds})
+        rows.append([
+            name, what, _num(measured["seconds"]), _x(measured.get("seconds_vs_first")),
+            _num(measured["rows_per_second"], 2), str(measured["generated_tokens"]),
+            str(measured["hit_max_new_tokens"]),
+            f"{measured['answers_equal_to_first_strategy']} of {data['rows']}",
+        ])  # fmt: skip
+    intro = (
+        f"{data['rows']} of {data['rows_in_split']} test rows, max_new_tokens "
+        f"{data['max_new_tokens']}, one model load ({_num(data['load_seconds'])} s, not in the "
+        "seconds above) shared by all strategies."
+    )
+    return _section("Decoding strategies for our eval", path, data, intro, _table(head, rows))
+
+
 def render(results: Path) -> str:
     sections = [
         train_section(results / "train.json"),
@@ -439,6 +489,7 @@ def render(results: Path) -> str:
         scaling_section(results / "scaling.json"),
         profile_section(results / "profile.json"),
         profile_generate_section(results / "profile-generate.json"),
+        decoding_section(results / "decoding.json"),
     ]
     # What the JSON cannot say (runs cut short, conditions of a measurement) is written by hand.
     notes = results / "NOTES.md"

@@ -119,8 +119,8 @@ class Extractor:
             for task in TASKS
         ]
         prompts = encode_prompts(self.tokenizer, rows)
-        # All prompts in one batch: one generate call per extract() call (and server request).
-        generations = generate_greedy(
+        # All prompts in one batch (per decoding round) for each extract() call and server request.
+        generations, _ = generate_greedy(
             self.model, self.tokenizer, prompts, self.max_new_tokens, self.stops, len(prompts)
         )
         per_text = [generations[i : i + len(TASKS)] for i in range(0, len(generations), len(TASKS))]

@@ -31,6 +31,10 @@ from eval.score import InputError, check_row, read_jsonl, score_rows
 ROOT = Path(__file__).resolve().parents[1]
 # Budget for one answer: 1.5 x the longest gold answer of the split (in tokens), within these.
 MIN_NEW_TOKENS, MAX_NEW_TOKENS = 32, 1024
+# HF decoding: new tokens in the first round (the 97th percentile of BC5CDR gold answers is ~64
+# tokens; rows still going get 128 more, then 256, ...) and the most rows in one generate call.
+FIRST_ROUND_TOKENS = 64
+MAX_AUTO_BATCH = 512
 # vLLM only accepts these LoRA ranks as its maximum.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -319,18 +323,18 @@ def load_hf_model(model_path: str, adapter: str | None, tokenizer: Any) -> Any:
     return model.to(device).eval()
 
 
-def auto_batch_size(model: Any, prompts: list[list[int]], max_new_tokens: int) -> int:
-    """Rows per generate call: as many as let the KV cache fill at most half the free GPU memory
-    (decoding time is set by the number of batches, each as long as its longest answer)."""
+def auto_batch_size(model: Any, longest: int) -> int:
+    """Rows per generate call on a GPU: as many as let a KV cache of `longest` tokens per row fill
+    at most half the free GPU memory (the other half: activations, logits, the attention's
+    temporaries)."""
     import torch
 
     config = model.config.get_text_config()
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     bytes_per_token = 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
-    longest = max(len(p) for p in prompts) + max_new_tokens
     free, _ = torch.cuda.mem_get_info()
-    return max(1, min(len(prompts), 256, int(free * 0.5 / (bytes_per_token * longest))))
+    return max(1, min(MAX_AUTO_BATCH, int(free * 0.5 / (bytes_per_token * longest))))
 
 
 def left_padded(prompts: list[list[int]], pad_id: int, device: Any) -> dict[str, Any]:
@@ -347,46 +351,82 @@ def left_padded(prompts: list[list[int]], pad_id: int, device: Any) -> dict[str,
     }
 
 
+def round_budgets(max_new_tokens: int, first: int = FIRST_ROUND_TOKENS) -> list[int]:
+    """New tokens per decoding round: `first`, then doubling, summing to max_new_tokens."""
+    budgets: list[int] = []
+    size = max(1, first)
+    while sum(budgets) < max_new_tokens:
+        budgets.append(min(size, max_new_tokens - sum(budgets)))
+        size *= 2
+    return budgets
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
     prompts: list[list[int]],
     max_new_tokens: int,
     stops: list[int],
-    batch_size: int,
+    batch_size: int | None = None,
     progress: bool = False,
-) -> list[Generation]:
-    """Greedy decoding of token-id prompts with a loaded model; results in input order.
+    first_round_tokens: int = FIRST_ROUND_TOKENS,
+) -> tuple[list[Generation], list[dict[str, int]]]:
+    """Greedy decoding of token-id prompts with a loaded model: (results in input order, rounds).
 
-    Batches of batch_size, longest prompts first (least padding), left-padded so that every
-    prompt ends where generation starts; each answer is cut at its first stop id.
+    A `generate` call decodes until its longest row stops, finished rows riding along, so one
+    runaway answer would keep a whole batch decoding to max_new_tokens. Decoding therefore goes
+    in rounds (round_budgets: 64 new tokens, then 128, 256, ...): a row that has not stopped
+    goes into the next round with its tokens so far appended to its prompt. Greedy decoding
+    continues a prefix the same way however it is batched, so rounds change the cost, not the
+    answer (up to floating-point noise, as any change of batch does).
+    Each round: longest rows first (least padding), left-padded, `batch_size` rows per call
+    (None: auto_batch_size on a GPU, 8 on CPU); each answer is cut at its first stop id.
     """
     import torch
     from tqdm import tqdm
     from transformers import GenerationConfig
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    # A fresh config: the model's own may ask for sampling (temperature, top_p).
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stops,
-        pad_token_id=pad_id,
-    )
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # stable: deterministic
-    results: list[Generation | None] = [None] * len(prompts)
+    stop_set = set(stops)
+    generated: list[list[int]] = [[] for _ in prompts]
+    pending = list(range(len(prompts)))
+    rounds = []
     bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
     with torch.inference_mode(), bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            inputs = left_padded([prompts[i] for i in batch], pad_id, model.device)
-            output = model.generate(**inputs, generation_config=config)
-            width = inputs["input_ids"].shape[1]
-            for i, tokens in zip(batch, output[:, width:].tolist(), strict=True):
-                results[i] = _finish(tokens, set(stops), tokenizer)
-            bar.update(len(batch))
-    return results  # type: ignore[return-value]
+        for budget in round_budgets(max_new_tokens, first_round_tokens):
+            if not pending:
+                break
+            # A fresh config: the model's own may ask for sampling (temperature, top_p).
+            config = GenerationConfig(
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=budget,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+            )
+            inputs_of = {i: prompts[i] + generated[i] for i in pending}
+            order = sorted(pending, key=lambda i: -len(inputs_of[i]))  # stable: deterministic
+            size = batch_size
+            if size is None:
+                longest = len(inputs_of[order[0]]) + budget
+                size = auto_batch_size(model, longest) if model.device.type == "cuda" else 8
+            rounds.append({"new_tokens": budget, "rows": len(order), "batch_size": size})
+            still_going = []
+            for start in range(0, len(order), size):
+                batch = order[start : start + size]
+                inputs = left_padded([inputs_of[i] for i in batch], pad_id, model.device)
+                output = model.generate(**inputs, generation_config=config)
+                width = inputs["input_ids"].shape[1]
+                for i, tokens in zip(batch, output[:, width:].tolist(), strict=True):
+                    # A row that did not stop decoded the whole budget: no padding in `tokens`.
+                    generated[i] += tokens
+                    if stop_set.isdisjoint(tokens) and len(generated[i]) < max_new_tokens:
+                        still_going.append(i)
+                    else:
+                        bar.update(1)
+            pending = still_going
+    results = [_finish(tokens, stop_set, tokenizer) for tokens in generated]
+    return results, rounds
 
 
 def generate_hf(
@@ -399,20 +439,21 @@ def generate_hf(
     """The target's model loaded with transformers, then generate_greedy over all prompts."""
     import torch
 
+    started = time.perf_counter()
     model = load_hf_model(target.model, target.adapter, tokenizer)
+    loaded = time.perf_counter()
     device, dtype = hf_device_and_dtype()
     stops = stop_token_ids(tokenizer, model.generation_config)
-    if not batch_size:
-        batch_size = auto_batch_size(model, prompts, max_new_tokens) if device == "cuda" else 8
-    started = time.perf_counter()
-    results = generate_greedy(
+    results, rounds = generate_greedy(
         model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress=True
     )
     settings = {
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - loaded,
+        "load_seconds": loaded - started,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."),
-        "batch_size": batch_size,
+        "batch_size": batch_size or "auto",
+        "rounds": rounds,
         "stop_token_ids": stops,
     }
     return results, settings
@@ -438,6 +479,7 @@ def generate_vllm(
         max_rank = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
         options = {"enable_lora": True, "max_loras": 1, "max_lora_rank": max_rank}
         lora = LoRARequest("run", 1, target.adapter)
+    loading = time.perf_counter()
     llm = LLM(
         model=target.model,
         tokenizer=target.tokenizer,
@@ -449,6 +491,7 @@ def generate_vllm(
         temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stops, skip_special_tokens=True
     )
     started = time.perf_counter()
+    load_seconds = started - loading
     outputs = llm.generate(
         [{"prompt_token_ids": p} for p in prompts], params, lora_request=lora, use_tqdm=True
     )
@@ -462,6 +505,7 @@ def generate_vllm(
 
     settings = {
         "seconds": seconds,
+        "load_seconds": load_seconds,
         "device": torch.cuda.get_device_name(),
         "dtype": "auto (vLLM)",
         "batch_size": None,
@@ -518,7 +562,8 @@ def run_eval(
             print(f"warning: {why}", file=sys.stderr)
     if generations is None:
         generations, settings = generate_hf(target, tokenizer, prompts, max_new_tokens, batch_size)
-    seconds = settings.pop("seconds")  # the decoding alone, model loading not included
+    seconds = settings.pop("seconds")  # the decoding alone
+    load_seconds = settings.pop("load_seconds")  # loading the model (and merging its adapter)
 
     target.out_dir.mkdir(parents=True, exist_ok=True)
     predictions = [
@@ -558,6 +603,7 @@ def run_eval(
                 "rows_per_second": round(len(rows) / seconds, 3) if seconds else None,
                 "generated_tokens": tokens,
                 "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+                "load_seconds": round(load_seconds, 3),
                 "total_seconds": round(time.perf_counter() - started, 3),  # loading included
             },
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -351,3 +351,17 @@ def test_profile_generate_smoke_times_decoding_steps_per_batch_size(smoke_train,
         names = [op["name"] for op in batch["profile"]["top_host_ops_by_self_time"]]
         assert "aten::mm" in names
     assert result["adapter_merged"] is True  # loaded as eval generate loads a run
+
+
+@pytest.mark.slow
+def test_decoding_smoke_compares_rounds_with_one_round_on_the_same_rows(smoke_train, tmp_path):
+    result = _bench("decoding", "--run", smoke_train["ours"]["run_dir"], out=tmp_path)
+    strategies = result["strategies"]
+    assert list(strategies) == ["rounds", "one-round"] and result["first_strategy"] == "rounds"
+    rows = result["rows"]
+    assert rows == 2 < result["rows_in_split"]  # --smoke: --limit 2
+    for measured in strategies.values():
+        assert measured["seconds"] > 0 and measured["generated_tokens"] > 0
+        assert measured["answers_equal_to_first_strategy"] == rows  # greedy: same answers
+    assert strategies["one-round"]["rounds"][0]["new_tokens"] == result["max_new_tokens"]
+    assert strategies["rounds"]["rounds"][0]["rows"] == rows

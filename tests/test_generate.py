@@ -244,3 +244,66 @@ def test_prompts_are_the_training_chat_up_to_the_answer(tiny_run: Path) -> None:
         assert prompt.count(tokenizer.bos_token_id) == 1  # the template's BOS, not a second one
         answer = tokenizer.decode(full[len(prompt) :], skip_special_tokens=True)
         assert answer.strip() == row["messages"][-1]["content"].strip()
+
+
+def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_path: Path) -> None:
+    """Rows still going after a round continue from their tokens so far: same answers, same
+    finish reasons and lengths as one generate call over the whole budget."""
+    import torch
+    from transformers import GenerationConfig
+
+    from eval.generate import (
+        encode_prompts,
+        generate_greedy,
+        left_padded,
+        load_hf_model,
+        load_test_rows,
+        load_tokenizer,
+        round_budgets,
+    )
+
+    assert round_budgets(30, 2) == [2, 4, 8, 16]
+    assert round_budgets(20, 64) == [20]
+    run = copy_run(tiny_run, tmp_path, boost=BOOST)
+    target = resolve_run(run, None, merged=False)
+    tokenizer = load_tokenizer(target)
+    rows, _ = load_test_rows(target.test_file, None)
+    prompts = encode_prompts(tokenizer, rows)
+    model = load_hf_model(target.model, target.adapter, tokenizer)
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    # The random model never ends a turn. Stopping also at up to three tokens it writes, each
+    # picked so that rows stop at as many different steps (or not at all) as possible, makes
+    # rows stop in the first round, in later rounds, or never.
+    with torch.inference_mode():
+        inputs = left_padded(prompts, eot, model.device)
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=20, eos_token_id=[eot], pad_token_id=eot
+        )
+        output = model.generate(**inputs, generation_config=config)
+    ids = output[:, inputs["input_ids"].shape[1] :].tolist()
+    assert eot not in {t for row in ids for t in row}
+
+    def stop_steps(stops: list[int]) -> set[int | None]:
+        return {next((i for i, t in enumerate(row) if t in stops), None) for row in ids}
+
+    stops = [eot]
+    for _ in range(3):
+        candidates = sorted({t for row in ids for t in row} - set(stops))
+        stops.append(max(candidates, key=lambda t: len(stop_steps([*stops, t]))))
+    steps = stop_steps(stops)
+    assert len(steps) >= 3 and any(s is not None and s < 2 for s in steps)
+    single, single_rounds = generate_greedy(
+        model, tokenizer, prompts, 20, stops, batch_size=4, first_round_tokens=20
+    )
+    rounds, rounds_info = generate_greedy(
+        model, tokenizer, prompts, 20, stops, batch_size=4, first_round_tokens=2
+    )
+    assert len(single_rounds) == 1 and len(rounds_info) > 1
+    assert [(g.text, g.finish_reason, g.tokens) for g in rounds] == [
+        (g.text, g.finish_reason, g.tokens) for g in single
+    ]
+    # Each round carries only the rows that had not stopped.
+    assert [r["rows"] for r in rounds_info] == sorted(
+        (r["rows"] for r in rounds_info), reverse=True
+    )
+    assert rounds_info[0]["rows"] == len(prompts)

@@ -1,0 +1,133 @@
+"""Our eval's decoding strategies side by side: the same run, test split and token budget.
+
+    python -m bench.decoding --run RUNDIR --strategies rounds one-round transformers-cb --out FILE
+
+- `rounds`: what `eval generate` does (`generate_greedy`: 64 new tokens, then rows that have
+  not stopped get 128 more, then 256, ...).
+- `one-round`: the same batching with the whole budget in one round, as before rounds: each
+  `generate` call decodes until its longest row stops, finished rows riding along.
+- `transformers-cb`: transformers' own continuous batching (`model.generate_batch`: paged KV
+  cache, a finished row frees its slot, CUDA graphs), with the same greedy config.
+
+The model is loaded once (`load_hf_model`, as `eval generate` does); each strategy decodes all
+rows of the split and is compared with `rounds`, answer by answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import write_json
+from bench.timer import cuda_sync
+
+STRATEGIES = ("rounds", "one-round", "transformers-cb")
+
+
+def _continuous_batching(
+    model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, stops: list[int]
+) -> list[Any]:
+    from transformers import GenerationConfig
+
+    from eval.generate import _finish
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id
+    )
+    outputs = model.generate_batch(prompts, generation_config=config, progress_bar=False)
+    # Results are keyed by request id, req_<position in the input list>.
+    return [
+        _finish(list(outputs[f"req_{i}"].generated_tokens), set(stops), tokenizer)
+        for i in range(len(prompts))
+    ]
+
+
+def compare_strategies(
+    run_dir: Path, strategies: list[str], limit: int | None, max_new_tokens: int | None
+) -> dict[str, Any]:
+    import torch
+
+    from eval.generate import (
+        default_max_new_tokens,
+        encode_prompts,
+        generate_greedy,
+        load_hf_model,
+        load_test_rows,
+        load_tokenizer,
+        resolve_run,
+        stop_token_ids,
+    )
+
+    target = resolve_run(run_dir, None, merged=False)
+    tokenizer = load_tokenizer(target)
+    rows, rows_in_split = load_test_rows(target.test_file, limit)
+    prompts = encode_prompts(tokenizer, rows)
+    max_new_tokens = max_new_tokens or default_max_new_tokens(tokenizer, rows)
+    started = time.perf_counter()
+    model = load_hf_model(target.model, target.adapter, tokenizer)
+    load_seconds = time.perf_counter() - started
+    stops = stop_token_ids(tokenizer, model.generation_config)
+
+    results: dict[str, Any] = {}
+    reference = None
+    for strategy in strategies:
+        cuda_sync()
+        started = time.perf_counter()
+        rounds = None
+        if strategy == "transformers-cb":
+            generations = _continuous_batching(model, tokenizer, prompts, max_new_tokens, stops)
+        else:
+            first = None if strategy == "rounds" else max_new_tokens
+            options = {"first_round_tokens": first} if first else {}
+            generations, rounds = generate_greedy(
+                model, tokenizer, prompts, max_new_tokens, stops, progress=True, **options
+            )
+        cuda_sync()
+        seconds = time.perf_counter() - started
+        texts = [g.text for g in generations]
+        reference = reference or texts
+        results[strategy] = {
+            "seconds": round(seconds, 2),
+            "rows_per_second": round(len(rows) / seconds, 2),
+            "generated_tokens": sum(g.tokens for g in generations),
+            "hit_max_new_tokens": sum(g.finish_reason == "length" for g in generations),
+            "rounds": rounds,
+            "answers_equal_to_first_strategy": sum(
+                a == b for a, b in zip(texts, reference, strict=True)
+            ),
+        }
+        print(f"{strategy}: {seconds:.1f} s for {len(rows)} rows", flush=True)
+    return {
+        "run": str(run_dir),
+        "model": target.model,
+        "adapter_merged": bool(target.adapter),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "rows": len(rows),
+        "rows_in_split": rows_in_split,
+        "max_new_tokens": max_new_tokens,
+        "load_seconds": round(load_seconds, 2),
+        "strategies": results,
+        "first_strategy": strategies[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.decoding", description=__doc__)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--limit", type=int, help="first N test rows (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, help="default: as `eval generate`")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    data = compare_strategies(args.run, args.strategies, args.limit, args.max_new_tokens)
+    write_json(args.out, data)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
