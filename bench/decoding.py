@@ -2,10 +2,12 @@
 
     python -m bench.decoding --run RUNDIR --strategies rounds one-round transformers-cb --out FILE
 
-- `rounds`: what `eval generate` does (`generate_greedy`: 64 new tokens, then rows that have
-  not stopped get 128 more, then 256, ...).
-- `one-round`: the same batching with the whole budget in one round, as before rounds: each
-  `generate` call decodes until its longest row stops, finished rows riding along.
+- `rounds-dynamic-cache`, `rounds-static-cache`: what `eval generate` does (`generate_greedy`:
+  64 new tokens, then rows that have not stopped get 128 more, then 256, ...), with a KV cache
+  that grows by a token per step or one allocated per generate call (the result's
+  `eval_generate_kv_cache` says which one `eval generate` uses).
+- `one-round`: the same batching (dynamic cache) with the whole budget in one round, as before
+  rounds: each `generate` call decodes until its longest row stops, finished rows riding along.
 - `transformers-cb`: transformers' own continuous batching (`model.generate_batch`: paged KV
   cache, a finished row frees its slot, CUDA graphs), with the same greedy config.
 
@@ -24,7 +26,7 @@ from typing import Any
 from bench.metrics import write_json
 from bench.timer import cuda_sync
 
-STRATEGIES = ("rounds", "one-round", "transformers-cb")
+STRATEGIES = ("rounds-dynamic-cache", "rounds-static-cache", "one-round", "transformers-cb")
 
 
 def _continuous_batching(
@@ -47,11 +49,18 @@ def _continuous_batching(
 
 
 def compare_strategies(
-    run_dir: Path, strategies: list[str], limit: int | None, max_new_tokens: int | None
+    run_dir: Path,
+    strategies: list[str],
+    limit: int | None,
+    max_new_tokens: int | None,
+    out: Path,
 ) -> dict[str, Any]:
+    """Each strategy over the same rows; `out` is rewritten after each (a strategy that hangs
+    or fails leaves the earlier ones' figures)."""
     import torch
 
     from eval.generate import (
+        KV_CACHE,
         default_max_new_tokens,
         encode_prompts,
         generate_greedy,
@@ -73,6 +82,19 @@ def compare_strategies(
     stops = stop_token_ids(tokenizer, model.generation_config)
 
     results: dict[str, Any] = {}
+    data = {
+        "run": str(run_dir),
+        "model": target.model,
+        "adapter_merged": bool(target.adapter),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "rows": len(rows),
+        "rows_in_split": rows_in_split,
+        "max_new_tokens": max_new_tokens,
+        "load_seconds": round(load_seconds, 2),
+        "eval_generate_kv_cache": KV_CACHE,
+        "first_strategy": strategies[0],
+        "strategies": results,
+    }
     reference = None
     for strategy in strategies:
         cuda_sync()
@@ -81,8 +103,10 @@ def compare_strategies(
         if strategy == "transformers-cb":
             generations = _continuous_batching(model, tokenizer, prompts, max_new_tokens, stops)
         else:
-            first = None if strategy == "rounds" else max_new_tokens
-            options = {"first_round_tokens": first} if first else {}
+            options: dict[str, Any] = {}
+            if strategy == "one-round":
+                options["first_round_tokens"] = max_new_tokens
+            options["kv_cache"] = "static" if strategy == "rounds-static-cache" else "dynamic"
             generations, rounds = generate_greedy(
                 model, tokenizer, prompts, max_new_tokens, stops, progress=True, **options
             )
@@ -100,19 +124,9 @@ def compare_strategies(
                 a == b for a, b in zip(texts, reference, strict=True)
             ),
         }
+        write_json(out, data)
         print(f"{strategy}: {seconds:.1f} s for {len(rows)} rows", flush=True)
-    return {
-        "run": str(run_dir),
-        "model": target.model,
-        "adapter_merged": bool(target.adapter),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "rows": len(rows),
-        "rows_in_split": rows_in_split,
-        "max_new_tokens": max_new_tokens,
-        "load_seconds": round(load_seconds, 2),
-        "strategies": results,
-        "first_strategy": strategies[0],
-    }
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, help="default: as `eval generate`")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    data = compare_strategies(args.run, args.strategies, args.limit, args.max_new_tokens)
-    write_json(args.out, data)
+    compare_strategies(args.run, args.strategies, args.limit, args.max_new_tokens, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -448,7 +448,9 @@ def profile_generate_section(path: Path) -> str:
 
 
 DECODING_WHAT = {
-    "rounds": "`eval generate`: 64 new tokens, then 128, 256, ... for rows still going",
+    "rounds-dynamic-cache": "64 new tokens, then 128, 256, ... for rows still going; KV cache "
+    "grown per step",
+    "rounds-static-cache": "the same rounds; KV cache allocated per generate call",
     "one-round": "the whole budget in one round (before rounds)",
     "transformers-cb": "transformers' continuous batching (`generate_batch`)",
 }
@@ -476,7 +478,8 @@ def decoding_section(path: Path) -> str:
     intro = (
         f"{data['rows']} of {data['rows_in_split']} test rows, max_new_tokens "
         f"{data['max_new_tokens']}, one model load ({_num(data['load_seconds'])} s, not in the "
-        "seconds above) shared by all strategies."
+        "seconds below) shared by all strategies. `eval generate` decodes in rounds with the "
+        f"{data['eval_generate_kv_cache']} KV cache."
     )
     return _section("Decoding strategies for our eval", path, data, intro, _table(head, rows))
 
