@@ -26,7 +26,7 @@ from typing import Any
 from bench.metrics import write_json
 from bench.timer import cuda_sync
 
-STRATEGIES = ("rounds-dynamic-cache", "rounds-static-cache", "one-round", "transformers-cb")
+STRATEGIES = ("rounds-static-cache", "rounds-dynamic-cache", "one-round", "transformers-cb")
 
 
 def _continuous_batching(
@@ -97,6 +97,8 @@ def compare_strategies(
     }
     reference = None
     for strategy in strategies:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the previous strategy's cache: free for this one
         cuda_sync()
         started = time.perf_counter()
         rounds = None

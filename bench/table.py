@@ -448,9 +448,9 @@ def profile_generate_section(path: Path) -> str:
 
 
 DECODING_WHAT = {
-    "rounds-dynamic-cache": "64 new tokens, then 128, 256, ... for rows still going; KV cache "
-    "grown per step",
-    "rounds-static-cache": "the same rounds; KV cache allocated per generate call",
+    "rounds-static-cache": "64 new tokens, then 128, 256, ... for rows still going; KV cache "
+    "allocated per generate call",
+    "rounds-dynamic-cache": "the same rounds; KV cache grown by a token per step",
     "one-round": "the whole budget in one round (before rounds)",
     "transformers-cb": "transformers' continuous batching (`generate_batch`)",
 }

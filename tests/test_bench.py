@@ -357,8 +357,8 @@ def test_profile_generate_smoke_times_decoding_steps_per_batch_size(smoke_train,
 def test_decoding_smoke_compares_rounds_with_one_round_on_the_same_rows(smoke_train, tmp_path):
     result = _bench("decoding", "--run", smoke_train["ours"]["run_dir"], out=tmp_path)
     strategies = result["strategies"]
-    assert list(strategies) == ["rounds-dynamic-cache", "rounds-static-cache", "one-round"]
-    assert result["first_strategy"] == "rounds-dynamic-cache"
+    assert list(strategies) == ["rounds-static-cache", "rounds-dynamic-cache", "one-round"]
+    assert result["first_strategy"] == "rounds-static-cache"
     rows = result["rows"]
     assert rows == 2 < result["rows_in_split"]  # --smoke: --limit 2
     for measured in strategies.values():
