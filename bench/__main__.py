@@ -511,7 +511,8 @@ def cmd_profile_generate(args: argparse.Namespace) -> int:
     env = environment()
     out = WORK / f"profile-generate{'-smoke' if args.smoke else ''}.json"
     run(py("bench.profile_generate", "--run", _rel(run_dir), "--batch-sizes", *args.batch_sizes,
-           "--new-tokens", args.new_tokens, "--out", _rel(out)))  # fmt: skip
+           "--new-tokens", args.new_tokens, "--kv-caches", *args.kv_caches,
+           "--out", _rel(out)))  # fmt: skip
     data = json.loads(out.read_text("utf-8"))
     result = {
         "benchmark": "profile-generate",
@@ -673,10 +674,16 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=cmd_profile)
 
     pgen = sub.add_parser("profile-generate", help="our eval's decoding steps, timed and profiled")
-    _common(pgen, batch_sizes=[1, 256], new_tokens=32)
+    _common(pgen, batch_sizes=[1, 256], new_tokens=32, kv_caches=["static", "dynamic"])
     pgen.add_argument("--run", type=Path, help="run to load (default: newest of --recipe)")
     pgen.add_argument("--batch-sizes", type=int, nargs="+", help="rows per batch (1 256)")
     pgen.add_argument("--new-tokens", type=int, help="decoding steps per generate call (32)")
+    pgen.add_argument(
+        "--kv-caches",
+        nargs="+",
+        choices=["static", "dynamic"],
+        help="KV caches to profile (static dynamic; eval generate uses static)",
+    )
     pgen.set_defaults(func=cmd_profile_generate)
 
     dec = sub.add_parser("decoding", help="our eval's decoding strategies side by side")

@@ -1,13 +1,16 @@
 """Where a decoding step's time goes: our eval's HF generation path, timed and profiled.
 
-    python -m bench.profile_generate --run RUNDIR --batch-sizes 1 256 --new-tokens 32 --out FILE
+    python -m bench.profile_generate --run RUNDIR --batch-sizes 1 256 --new-tokens 32 \
+        --kv-caches static dynamic --out FILE
 
 The model is loaded exactly as `eval generate` loads it (`load_hf_model`: bf16, LoRA merged); each
 batch is the longest test prompts, left-padded as `generate_greedy` does, and decodes exactly
-`--new-tokens` tokens (`min_new_tokens` keeps every row going, so steps are comparable). Per batch
-size: milliseconds per decoding step without the profiler (prefill subtracted), then the same
-generation under torch.profiler, summarised by `bench.profile.summarize_profile`. A step whose
-time hardly changes from batch 1 to batch 256 is bound by fixed per-step work, not by the GPU.
+`--new-tokens` tokens (`min_new_tokens` keeps every row going, so steps are comparable) with the
+KV cache `generate_greedy` uses (`--kv-caches`: each one asked for; default `eval generate`'s).
+Per batch size and cache: milliseconds per decoding step without the profiler (prefill
+subtracted), then the same generation under torch.profiler, summarised by
+`bench.profile.summarize_profile`. A step whose time hardly changes from batch 1 to batch 256 is
+bound by fixed per-step work, not by the GPU.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def _timed_generate(model: Any, inputs: dict[str, Any], config: Any) -> float:
     return time.perf_counter() - started
 
 
-def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -> dict[str, Any]:
+def profile_generation(
+    run_dir: Path, batch_sizes: list[int], new_tokens: int, kv_caches: list[str]
+) -> dict[str, Any]:
     import torch
     from transformers import GenerationConfig
 
@@ -56,25 +61,31 @@ def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -
     stops = stop_token_ids(tokenizer, model.generation_config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
 
-    def config(tokens: int) -> Any:
+    def config(tokens: int, kv_cache: str) -> Any:
         return GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=tokens, min_new_tokens=tokens,
             eos_token_id=stops, pad_token_id=pad_id,
+            # as generate_greedy sets it
+            cache_implementation=None if kv_cache == "dynamic" else kv_cache,
+            disable_compile=True,
         )  # fmt: skip
 
     results = {}
-    for size in batch_sizes:
+    for kv_cache, size in ((cache, size) for cache in kv_caches for size in batch_sizes):
         batch = prompts[:size]  # the longest prompts, as eval's first batch
         inputs = left_padded(batch, pad_id, model.device)
-        _timed_generate(model, inputs, config(2))  # warm-up: kernels, allocator
-        prefill = _timed_generate(model, inputs, config(1))
-        total = _timed_generate(model, inputs, config(new_tokens))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the previous batch's cache: free for this one
+        _timed_generate(model, inputs, config(2, kv_cache))  # warm-up: kernels, allocator
+        prefill = _timed_generate(model, inputs, config(1, kv_cache))
+        total = _timed_generate(model, inputs, config(new_tokens, kv_cache))
         step_s = (total - prefill) / max(new_tokens - 1, 1)
         with torch.profiler.profile(activities=activities()) as prof:
-            wall = _timed_generate(model, inputs, config(new_tokens))
+            wall = _timed_generate(model, inputs, config(new_tokens, kv_cache))
         summary = summarize_profile(prof.events(), wall, new_tokens)
-        results[str(len(batch))] = {
+        results[f"{len(batch)} rows, {kv_cache} cache"] = {
             "rows": len(batch),
+            "kv_cache": kv_cache,
             "prompt_tokens_padded": inputs["input_ids"].shape[1],
             "new_tokens": new_tokens,
             "prefill_ms": round(prefill * 1e3, 1),
@@ -82,7 +93,7 @@ def profile_generation(run_dir: Path, batch_sizes: list[int], new_tokens: int) -
             "decode_tokens_per_s": round(len(batch) / step_s, 1) if step_s else None,
             "profile": summary,
         }
-        print(f"batch {len(batch)}: {step_s * 1e3:.1f} ms per decoding step", flush=True)
+        print(f"batch {len(batch)}, {kv_cache} cache: {step_s * 1e3:.1f} ms per step", flush=True)
     return {
         "run": str(run_dir),
         "model": target.model,
@@ -99,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--kv-caches", nargs="+", choices=["static", "dynamic"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_json(args.out, profile_generation(args.run, args.batch_sizes, args.new_tokens))
+    from eval.generate import KV_CACHE
+
+    data = profile_generation(
+        args.run, args.batch_sizes, args.new_tokens, args.kv_caches or [KV_CACHE]
+    )
+    write_json(args.out, {**data, "eval_generate_kv_cache": KV_CACHE})
     print(f"wrote {args.out}")
     return 0
 

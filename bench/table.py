@@ -425,16 +425,18 @@ def profile_generate_section(path: Path) -> str:
     data = _load(path)
     if data is None:
         return _not_run("Where a decoding step's time goes", "profile-generate")
-    head = ["rows per batch", "ms per decoding step", "tokens/s", "GPU busy (profiled)",
-            "host ops per step", "syncs per step", "kernel ms per step by category"]  # fmt: skip
+    head = ["rows per batch", "KV cache", "ms per decoding step", "tokens/s",
+            "GPU busy (profiled)", "host ops per step", "syncs per step",
+            "kernel ms per step by category"]  # fmt: skip
     rows = []
-    for size, batch in data["batches"].items():
+    for batch in data["batches"].values():
         prof = batch["profile"]
         categories = ", ".join(
             f"{k} {v}" for k, v in list(prof["kernel_ms_per_step_by_category"].items())[:4]
         )
         rows.append([
-            size, _num(batch["decode_ms_per_step"], 1), _num(batch["decode_tokens_per_s"]),
+            str(batch["rows"]), batch.get("kv_cache", "dynamic"),
+            _num(batch["decode_ms_per_step"], 1), _num(batch["decode_tokens_per_s"]),
             _pct(prof["gpu_busy_share"]), _num(prof["host_ops_per_step"], 0),
             _num(prof["host"]["synchronizations"]["calls_per_step"], 0), categories or "–",
         ])  # fmt: skip

@@ -342,9 +342,11 @@ def test_profile_smoke_profiles_steps_of_the_real_launcher_run(tmp_path):
 def test_profile_generate_smoke_times_decoding_steps_per_batch_size(smoke_train, tmp_path):
     result = _bench("profile-generate", "--run", smoke_train["ours"]["run_dir"], out=tmp_path)
     batches = result["batches"]
-    assert sorted(batches) == ["1", "2"]
-    for size, batch in batches.items():
-        assert batch["rows"] == int(size) and batch["new_tokens"] == 4
+    assert [(b["rows"], b["kv_cache"]) for b in batches.values()] == [
+        (1, "static"), (2, "static"), (1, "dynamic"), (2, "dynamic")
+    ]  # fmt: skip
+    for batch in batches.values():
+        assert batch["new_tokens"] == 4
         assert batch["decode_ms_per_step"] > 0
         assert batch["profile"]["steps"] == 4
         # The model's forward ran: one matmul per projection and layer, plus the LM head.
