@@ -124,8 +124,8 @@ def _decoding_rounds(ours: dict[str, Any]) -> str:
     rounds = ours.get("rounds")
     if not rounds:
         return f"batch {_num(ours.get('batch_size'), 0)}"
-    parts = ("new_tokens", "rows", "batch_size")
-    tokens, rows, batches = ("/".join(str(r[k]) for r in rounds) for k in parts)
+    tokens, rows = ("/".join(str(r[k]) for r in rounds) for k in ("new_tokens", "rows"))
+    batches = "/".join(str(min(r["rows"], r["batch_size"])) for r in rounds)  # rows per call
     return f"rounds of {tokens} new tokens: {rows} rows, batch {batches}"
 
 
@@ -463,7 +463,7 @@ def decoding_section(path: Path) -> str:
     if data is None:
         return _not_run("Decoding strategies for our eval", "decoding")
     first = data["first_strategy"]
-    head = ["strategy", "what", "seconds", f"vs {first}", "rows/s", "generated tokens",
+    head = ["strategy", "what", "seconds", f"seconds ÷ {first}'s", "rows/s", "generated tokens",
             "rows at max_new_tokens", f"answers as {first}"]  # fmt: skip
     rows = []
     for name, measured in data["strategies"].items():

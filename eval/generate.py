@@ -424,7 +424,9 @@ def generate_greedy(
             if size is None:
                 longest = len(inputs_of[order[0]]) + budget
                 size = auto_batch_size(model, longest) if model.device.type == "cuda" else 8
-            rounds.append({"new_tokens": budget, "rows": len(order), "batch_size": size})
+            rounds.append(
+                {"new_tokens": budget, "rows": len(order), "batch_size": min(size, len(order))}
+            )
             still_going = []
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
