@@ -696,7 +696,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where --base results go: RUNS_DIR/<recipe>-base/eval (default runs)",
     )
     parser.add_argument("--limit", type=int, help="only the first N rows of the split")
-    parser.add_argument("--batch-size", type=int, help="HF backend (default 8 on CPU, 32 on GPU)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="HF backend: rows per generate call (default 8 on CPU; on a GPU, sized per round "
+        "from free memory, at most 512)",
+    )
     parser.add_argument(
         "--max-new-tokens", type=int, help="default: 1.5 x the longest gold answer, 32..1024"
     )
