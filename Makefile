@@ -35,7 +35,8 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
         serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
-        bench-scaling bench-profile bench-profile-generate bench-table sample-data clean
+        bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
+        clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -119,6 +120,9 @@ bench-profile: $(SETUP)  ## GPU: torch.profiler over our recipe's training steps
 
 bench-profile-generate: $(SETUP)  ## GPU: our eval's decoding steps at batch 1 and 256, profiled
 	$(PYTHON) -m bench profile-generate $(BENCH_ARGS)
+
+bench-decoding: $(SETUP)  ## GPU: our eval's decoding strategies side by side on the test split
+	$(PYTHON) -m bench decoding $(BENCH_ARGS)
 
 bench-table: $(SETUP)  ## render docs/benchmarks.md from bench/results/*.json
 	$(PYTHON) -m bench table
