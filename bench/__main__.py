@@ -505,17 +505,31 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profile_generate(args: argparse.Namespace) -> int:
-    run, results = _setup(args, "profile-generate")
+def _measure_on_run(
+    args: argparse.Namespace,
+    run: Runner,
+    name: str,
+    module: str,
+    *module_args: Any,
+    keep_partial: bool = False,
+) -> dict[str, Any]:
+    """`python -m <module> --run RUN ... --out FILE` on --run (default: the newest run of
+    --recipe); returns its output wrapped with environment, model and commands.
+    keep_partial: a module that failed after writing FILE still counts, marked in the commands."""
     run_dir = REPO / (args.run or _latest_run(args.recipe))
     env = environment()
-    out = WORK / f"profile-generate{'-smoke' if args.smoke else ''}.json"
-    run(py("bench.profile_generate", "--run", _rel(run_dir), "--batch-sizes", *args.batch_sizes,
-           "--new-tokens", args.new_tokens, "--kv-caches", *args.kv_caches,
-           "--out", _rel(out)))  # fmt: skip
+    out = WORK / f"{name}{'-smoke' if args.smoke else ''}.json"
+    out.unlink(missing_ok=True)  # an earlier call's file must not pass for this one's
+    try:
+        run(py(module, "--run", _rel(run_dir), *module_args, "--out", _rel(out)))
+    except BenchError:
+        if not (keep_partial and out.is_file()):
+            raise
+        print(f"{module} stopped early: keeping what it measured", file=sys.stderr)
+        run.commands.append("# stopped early (see the log): parts not listed did not finish")
     data = json.loads(out.read_text("utf-8"))
-    result = {
-        "benchmark": "profile-generate",
+    return {
+        "benchmark": name,
         "smoke": args.smoke,
         **env,
         "run": _rel(run_dir),
@@ -523,8 +537,16 @@ def cmd_profile_generate(args: argparse.Namespace) -> int:
         "commands": run.commands,
         **{k: v for k, v in data.items() if k not in ("run", "model", "device")},
     }
+
+
+def cmd_profile_generate(args: argparse.Namespace) -> int:
+    run, results = _setup(args, "profile-generate")
+    result = _measure_on_run(
+        args, run, "profile-generate", "bench.profile_generate", "--batch-sizes", *args.batch_sizes,
+        "--new-tokens", args.new_tokens, "--kv-caches", *args.kv_caches,
+    )  # fmt: skip
     write_result("profile-generate", result, results, args.out_dir)
-    for size, batch in data["batches"].items():
+    for size, batch in result["batches"].items():
         prof = batch["profile"]
         syncs = prof["host"]["synchronizations"]["calls_per_step"]
         print(f"batch {size}: {batch['decode_ms_per_step']} ms/step, GPU busy "
@@ -535,38 +557,18 @@ def cmd_profile_generate(args: argparse.Namespace) -> int:
 
 def cmd_decoding(args: argparse.Namespace) -> int:
     run, results = _setup(args, "decoding")
-    run_dir = REPO / (args.run or _latest_run(args.recipe))
-    env = environment()
-    out = WORK / f"decoding{'-smoke' if args.smoke else ''}.json"
-    out.unlink(missing_ok=True)  # an earlier call's file must not pass for this one's
-    command = py("bench.decoding", "--run", _rel(run_dir), "--strategies", *args.strategies,
-                 "--out", _rel(out))  # fmt: skip
-    if args.limit:
-        command += ["--limit", str(args.limit)]
-    try:
-        run(command)
-    except BenchError:
-        if not out.is_file():
-            raise
-        print("the comparison stopped early: keeping the strategies it measured", file=sys.stderr)
-        run.commands.append("# stopped early (see the log): strategies not listed did not finish")
-    data = json.loads(out.read_text("utf-8"))
-    first = data["strategies"][data["first_strategy"]]["seconds"]
-    for measured in data["strategies"].values():
+    limit = ["--limit", args.limit] if args.limit else []
+    result = _measure_on_run(
+        args, run, "decoding", "bench.decoding", "--strategies", *args.strategies, *limit,
+        keep_partial=True,
+    )  # fmt: skip
+    first = result["strategies"][result["first_strategy"]]["seconds"]
+    for measured in result["strategies"].values():
         measured["seconds_vs_first"] = _ratio(measured["seconds"], first, 2)
-    result = {
-        "benchmark": "decoding",
-        "smoke": args.smoke,
-        **env,
-        "run": _rel(run_dir),
-        "model": model_info(data["model"]),
-        "commands": run.commands,
-        **{k: v for k, v in data.items() if k not in ("run", "model", "device")},
-    }
     write_result("decoding", result, results, args.out_dir)
-    for name, measured in data["strategies"].items():
+    for name, measured in result["strategies"].items():
         print(f"{name}: {measured['seconds']} s, {measured['answers_equal_to_first_strategy']} "
-              f"of {data['rows']} answers as {data['first_strategy']}")  # fmt: skip
+              f"of {result['rows']} answers as {result['first_strategy']}")  # fmt: skip
     return 0
 
 

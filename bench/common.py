@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from math import prod
 from pathlib import Path
@@ -251,6 +252,50 @@ def new_run_dirs(recipe: str, before: set[Path]) -> list[Path]:
 
 def runs_of(recipe: str) -> set[Path]:
     return {p for p in RUNS.glob(f"{Path(recipe).stem}-*") if p.is_dir()}
+
+
+@dataclass
+class LoadedRun:
+    """A training run ready to generate with, loaded as `eval generate` loads it on the HF path."""
+
+    target: Any  # eval.generate.Target
+    tokenizer: Any
+    rows: list[dict[str, Any]]  # the test rows to generate for
+    rows_in_split: int
+    prompts: list[list[int]]  # their prompts' token ids, in row order
+    model: Any  # bf16 on the GPU, LoRA merged
+    stops: list[int]
+    load_seconds: float  # the model (and its adapter) onto the device
+
+
+def load_run(run_dir: Path, limit: int | None = None) -> LoadedRun:
+    """The run's tokenizer, first `limit` test rows (None: all) and model, with eval's own
+    loaders (`python -m bench.decoding` and `bench.profile_generate` measure on top of it)."""
+    from eval.generate import (
+        encode_prompts,
+        load_hf_model,
+        load_test_rows,
+        load_tokenizer,
+        resolve_run,
+        stop_token_ids,
+    )
+
+    target = resolve_run(run_dir, None, merged=False)
+    tokenizer = load_tokenizer(target)
+    rows, rows_in_split = load_test_rows(target.test_file, limit)
+    started = time.perf_counter()
+    model = load_hf_model(target.model, target.adapter, tokenizer)
+    load_seconds = time.perf_counter() - started
+    return LoadedRun(
+        target=target,
+        tokenizer=tokenizer,
+        rows=rows,
+        rows_in_split=rows_in_split,
+        prompts=encode_prompts(tokenizer, rows),
+        model=model,
+        stops=stop_token_ids(tokenizer, model.generation_config),
+        load_seconds=load_seconds,
+    )
 
 
 def write_result(name: str, data: dict[str, Any], results_dir: Path, out_dir: Path | None) -> Path:

@@ -23,28 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import LoadedRun, load_run
 from bench.metrics import write_json
 from bench.timer import cuda_sync
 
 STRATEGIES = ("rounds-static-cache", "rounds-dynamic-cache", "one-round", "transformers-cb")
 
 
-def _continuous_batching(
-    model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, stops: list[int]
-) -> list[Any]:
-    from transformers import GenerationConfig
+def _continuous_batching(loaded: LoadedRun, max_new_tokens: int) -> list[Any]:
+    from eval.generate import _finish, greedy_config, pad_token_id
 
-    from eval.generate import _finish
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    config = GenerationConfig(
-        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id
+    stops = loaded.stops
+    config = greedy_config(max_new_tokens, stops, pad_token_id(loaded.tokenizer, stops), "dynamic")
+    outputs = loaded.model.generate_batch(
+        loaded.prompts, generation_config=config, progress_bar=False
     )
-    outputs = model.generate_batch(prompts, generation_config=config, progress_bar=False)
     # Results are keyed by request id, req_<position in the input list>.
     return [
-        _finish(list(outputs[f"req_{i}"].generated_tokens), set(stops), tokenizer)
-        for i in range(len(prompts))
+        _finish(list(outputs[f"req_{i}"].generated_tokens), set(stops), loaded.tokenizer)
+        for i in range(len(loaded.prompts))
     ]
 
 
@@ -59,38 +56,21 @@ def compare_strategies(
     or fails leaves the earlier ones' figures)."""
     import torch
 
-    from eval.generate import (
-        KV_CACHE,
-        default_max_new_tokens,
-        encode_prompts,
-        generate_greedy,
-        load_hf_model,
-        load_test_rows,
-        load_tokenizer,
-        resolve_run,
-        stop_token_ids,
-    )
+    from eval.generate import KV_CACHE, default_max_new_tokens, generate_greedy
 
-    target = resolve_run(run_dir, None, merged=False)
-    tokenizer = load_tokenizer(target)
-    rows, rows_in_split = load_test_rows(target.test_file, limit)
-    prompts = encode_prompts(tokenizer, rows)
-    max_new_tokens = max_new_tokens or default_max_new_tokens(tokenizer, rows)
-    started = time.perf_counter()
-    model = load_hf_model(target.model, target.adapter, tokenizer)
-    load_seconds = time.perf_counter() - started
-    stops = stop_token_ids(tokenizer, model.generation_config)
-
+    loaded = load_run(run_dir, limit)
+    rows = loaded.rows
+    max_new_tokens = max_new_tokens or default_max_new_tokens(loaded.tokenizer, rows)
     results: dict[str, Any] = {}
     data = {
         "run": str(run_dir),
-        "model": target.model,
-        "adapter_merged": bool(target.adapter),
+        "model": loaded.target.model,
+        "adapter_merged": bool(loaded.target.adapter),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "rows": len(rows),
-        "rows_in_split": rows_in_split,
+        "rows_in_split": loaded.rows_in_split,
         "max_new_tokens": max_new_tokens,
-        "load_seconds": round(load_seconds, 2),
+        "load_seconds": round(loaded.load_seconds, 2),
         "eval_generate_kv_cache": KV_CACHE,
         "first_strategy": strategies[0],
         "strategies": results,
@@ -103,15 +83,16 @@ def compare_strategies(
         started = time.perf_counter()
         rounds = None
         if strategy == "transformers-cb":
-            generations = _continuous_batching(model, tokenizer, prompts, max_new_tokens, stops)
+            generations = _continuous_batching(loaded, max_new_tokens)
         else:
             options: dict[str, Any] = {}
             if strategy == "one-round":
                 options["first_round_tokens"] = max_new_tokens
             options["kv_cache"] = "static" if strategy == "rounds-static-cache" else "dynamic"
             generations, rounds = generate_greedy(
-                model, tokenizer, prompts, max_new_tokens, stops, progress=True, **options
-            )
+                loaded.model, loaded.tokenizer, loaded.prompts, max_new_tokens, loaded.stops,
+                progress=True, **options,
+            )  # fmt: skip
         cuda_sync()
         seconds = time.perf_counter() - started
         texts = [g.text for g in generations]

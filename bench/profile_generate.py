@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import load_run
 from bench.metrics import write_json
 from bench.profile import activities, summarize_profile
 from bench.timer import cuda_sync
@@ -41,34 +42,17 @@ def profile_generation(
     run_dir: Path, batch_sizes: list[int], new_tokens: int, kv_caches: list[str]
 ) -> dict[str, Any]:
     import torch
-    from transformers import GenerationConfig
 
-    from eval.generate import (
-        encode_prompts,
-        left_padded,
-        load_hf_model,
-        load_test_rows,
-        load_tokenizer,
-        resolve_run,
-        stop_token_ids,
-    )
+    from eval.generate import greedy_config, left_padded, pad_token_id
 
-    target = resolve_run(run_dir, None, merged=False)
-    tokenizer = load_tokenizer(target)
-    rows, _ = load_test_rows(target.test_file, None)
-    prompts = sorted(encode_prompts(tokenizer, rows), key=len, reverse=True)
-    model = load_hf_model(target.model, target.adapter, tokenizer)
-    stops = stop_token_ids(tokenizer, model.generation_config)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    loaded = load_run(run_dir)
+    model = loaded.model
+    prompts = sorted(loaded.prompts, key=len, reverse=True)
+    pad_id = pad_token_id(loaded.tokenizer, loaded.stops)
 
     def config(tokens: int, kv_cache: str) -> Any:
-        return GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=tokens, min_new_tokens=tokens,
-            eos_token_id=stops, pad_token_id=pad_id,
-            # as generate_greedy sets it
-            cache_implementation=None if kv_cache == "dynamic" else kv_cache,
-            disable_compile=True,
-        )  # fmt: skip
+        # generate_greedy's config, every row kept going for exactly `tokens` steps
+        return greedy_config(tokens, loaded.stops, pad_id, kv_cache, min_new_tokens=tokens)
 
     results = {}
     for kv_cache, size in ((cache, size) for cache in kv_caches for size in batch_sizes):
@@ -96,8 +80,8 @@ def profile_generation(
         print(f"batch {len(batch)}, {kv_cache} cache: {step_s * 1e3:.1f} ms per step", flush=True)
     return {
         "run": str(run_dir),
-        "model": target.model,
-        "adapter_merged": bool(target.adapter),
+        "model": loaded.target.model,
+        "adapter_merged": bool(loaded.target.adapter),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "batches": results,
         "note": "profile figures are per step of the profiled generate call (prefill included "

@@ -369,6 +369,30 @@ def round_budgets(max_new_tokens: int, first: int = FIRST_ROUND_TOKENS) -> list[
     return budgets
 
 
+def pad_token_id(tokenizer: Any, stops: list[int]) -> int:
+    """The id left padding uses: the tokenizer's pad token, else the first stop id."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+
+
+def greedy_config(
+    max_new_tokens: int, stops: list[int], pad_id: int, kv_cache: str = KV_CACHE, **extra: Any
+) -> Any:
+    """A fresh greedy GenerationConfig (the model's own may ask for sampling) with `kv_cache`."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        cache_implementation=None if kv_cache == "dynamic" else kv_cache,
+        # A static cache would otherwise trigger torch.compile: minutes per new shape.
+        disable_compile=True,
+        **extra,
+    )
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -395,9 +419,8 @@ def generate_greedy(
     """
     import torch
     from tqdm import tqdm
-    from transformers import GenerationConfig
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = pad_token_id(tokenizer, stops)
     stop_set = set(stops)
     generated: list[list[int]] = [[] for _ in prompts]
     pending = list(range(len(prompts)))
@@ -407,17 +430,7 @@ def generate_greedy(
         for budget in round_budgets(max_new_tokens, first_round_tokens):
             if not pending:
                 break
-            # A fresh config: the model's own may ask for sampling (temperature, top_p).
-            config = GenerationConfig(
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=budget,
-                eos_token_id=stops,
-                pad_token_id=pad_id,
-                cache_implementation=None if kv_cache == "dynamic" else kv_cache,
-                # A static cache would otherwise trigger torch.compile: minutes per new shape.
-                disable_compile=True,
-            )
+            config = greedy_config(budget, stops, pad_id, kv_cache)
             inputs_of = {i: prompts[i] + generated[i] for i in pending}
             order = sorted(pending, key=lambda i: -len(inputs_of[i]))  # stable: deterministic
             size = batch_size
