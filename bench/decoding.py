@@ -1,6 +1,6 @@
 """Our eval's decoding strategies side by side: the same run, test split and token budget.
 
-    python -m bench.decoding --run RUNDIR --strategies rounds one-round transformers-cb --out FILE
+    python -m bench.decoding --run RUNDIR [--strategies NAME ...] [--limit N] --out FILE
 
 - `rounds-dynamic-cache`, `rounds-static-cache`: what `eval generate` does (`generate_greedy`:
   64 new tokens, then rows that have not stopped get 128 more, then 256, ...), with a KV cache
@@ -11,8 +11,8 @@
 - `transformers-cb`: transformers' own continuous batching (`model.generate_batch`: paged KV
   cache, a finished row frees its slot, CUDA graphs), with the same greedy config.
 
-The model is loaded once (`load_hf_model`, as `eval generate` does); each strategy decodes all
-rows of the split and is compared with `rounds`, answer by answer.
+The model is loaded once (`bench.common.load_run`, as `eval generate` loads it); each strategy
+decodes all rows of the split and is compared with the first strategy, answer by answer.
 """
 
 from __future__ import annotations
