@@ -167,7 +167,8 @@ def ensure_model(
 ) -> str:
     """The model to train: the recipe's own, or a random-init build of its architecture.
 
-    A build is reused when its tokenizer was trained on this same train split.
+    The build carries the family's real tokenizer where its package is installed; it is reused
+    when its tokenizer is of that same kind and was trained (or measured) on this train split.
     """
     base = str(recipe_config["base_model"])
     if (REPO / base).resolve() == TINY_OUT.resolve():
@@ -181,8 +182,14 @@ def ensure_model(
     train = REPO / processed / "train.jsonl"
     record = out / "build.json"
     if record.is_file():
+        from training.build_model import load_arch
+        from training.shipped_tokenizers import shipped_file
+
         built = json.loads(record.read_text("utf-8"))
-        if [d.get("sha256") for d in built.get("tokenizer_data", [])] == [sha256(train)]:
+        source = "shipped" if shipped_file(load_arch(arch)) else "trained"
+        same_tokenizer = built.get("tokenizer", {}).get("source") == source
+        same_data = [d.get("sha256") for d in built.get("tokenizer_data", [])] == [sha256(train)]
+        if same_tokenizer and same_data:
             print(f"reusing {out.relative_to(REPO)}", flush=True)
             return str(out.relative_to(REPO))
     run([sys.executable, "-m", "training", "build-model", "--arch", str(arch.relative_to(REPO)),
@@ -236,6 +243,7 @@ def model_info(model: str) -> dict[str, Any]:
         info["random_init"] = True
         info["architecture_of"] = build.get("hf_id")
         info["tokenizer_vocab_size"] = build.get("tokenizer_vocab_size")
+        info["tokenizer"] = build.get("tokenizer") or {"source": "trained"}
         info["chars_per_token"] = build.get("chars_per_token")
         if build.get("hf_id"):
             info["note"] = (

@@ -106,8 +106,18 @@ def _model_line(info: dict[str, Any] | None) -> str:
     if shape:
         parts.append(shape)
     if info.get("chars_per_token"):
-        parts.append(f"tokenizer trained locally, {info['chars_per_token']} characters/token")
+        parts.append(f"{_tokenizer_words(info)}, {info['chars_per_token']} characters/token")
     return "; ".join(parts) + "."
+
+
+def _tokenizer_words(info: dict[str, Any]) -> str:
+    tokenizer = info.get("tokenizer") or {"source": "trained"}
+    if tokenizer.get("source") == "shipped":
+        return (
+            f"the real tokenizer (`{tokenizer['file']}` from {tokenizer['package']} "
+            f"{tokenizer['package_version']})"
+        )
+    return "tokenizer trained locally"
 
 
 def _commands(data: dict[str, Any]) -> str:

@@ -22,7 +22,10 @@ def _build_tiny(args: argparse.Namespace) -> int:
 def _build_model(args: argparse.Namespace) -> int:
     from training.build_model import build
 
-    out = build(args.arch, args.out, args.data, args.vocab_size, args.seed, args.device)
+    out = build(
+        args.arch, args.out, args.data, args.vocab_size, args.seed, args.device,
+        trained_tokenizer=args.trained_tokenizer,
+    )  # fmt: skip
     print(f"random-init model + tokenizer: {out} (details: {out / 'build.json'})")
     return 0
 
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.set_defaults(run=_build_tiny)
 
     model = commands.add_parser(
-        "build-model", help="random-init model with a published architecture + local tokenizer"
+        "build-model",
+        help="random-init model with a published architecture + its real (or a trained) tokenizer",
     )
     model.add_argument("--arch", required=True, metavar="JSON", help="architecture file or name")
     model.add_argument("--out", type=Path, metavar="DIR", help="default models/built/<name>")
@@ -75,9 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="+",
         metavar="FILE",
-        help="JSONL to train the tokenizer on (default: data/sample/sample_instruct.jsonl)",
+        help="JSONL to train a tokenizer on / measure characters per token on "
+        "(default: data/sample/sample_instruct.jsonl)",
     )
-    model.add_argument("--vocab-size", type=int, help="tokenizer vocab (default: from the JSON)")
+    model.add_argument(
+        "--vocab-size", type=int, help="train a tokenizer of this vocab (default: from the JSON)"
+    )
+    model.add_argument(
+        "--trained-tokenizer",
+        action="store_true",
+        help="train a tokenizer even where the family's real one is installed",
+    )
     model.add_argument("--seed", type=int, default=SEED)
     model.add_argument("--device", help="where to initialise weights (default: cuda if present)")
     model.set_defaults(run=_build_model)

@@ -6,12 +6,14 @@ benchmark train models we build here:
 * ``models/architectures/<name>.json`` holds a published model's architecture config (hidden size,
   layers, heads, vocab, rope settings, ...) and its tokenizer family's facts (special tokens, chat
   template name, end-of-turn token). It is data, not code.
-* The tokenizer is a byte-level BPE trained on the data at hand, with the family's special tokens
-  first (ids 0..k-1) and the family's chat template (taken from axolotl, so it is exactly what a
-  recipe's ``chat_template:`` renders).
-* The model has the architecture's real shapes, random weights (seeded) and the real vocab size:
-  the trained tokenizer is smaller, so the tail of the embedding is never used, but compute per
-  token equals the real model's.
+* The tokenizer is the family's real one where a PyPI package ships its files (Llama-3, Mistral
+  v0.3: training/shipped_tokenizers.py); otherwise a byte-level BPE trained on the data at hand,
+  with the family's special tokens first (ids 0..k-1). Either way it carries the family's chat
+  template from axolotl, exactly what a recipe's ``chat_template:`` renders.
+* The model has the architecture's real shapes, random weights (seeded) and the real vocab size
+  (a trained tokenizer is smaller, so the tail of the embedding is never used): compute per token
+  equals the real model's; with the real tokenizer the build differs from the real model only by
+  its weights.
 
 ``build_tiny()`` is the tiny Llama the CPU recipe trains: trained on the repo's own sample data
 only, so it is byte-identical on every machine.
@@ -98,42 +100,48 @@ def _special_tokens(facts: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(tokens))  # unique, order kept: ids are stable
 
 
-def train_tokenizer(arch: dict[str, Any], texts: list[str], vocab_size: int | None = None):
-    """Byte-level BPE on ``texts`` with the family's special tokens and chat template."""
-    from axolotl.utils.chat_templates import get_chat_template
+def _trained_backend(arch: dict[str, Any], texts: list[str], vocab_size: int | None):
+    """Byte-level BPE trained on ``texts``, the family's special tokens first (ids 0..k-1)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     facts = arch["tokenizer"]
-    specials = _special_tokens(facts)
     vocab_size = vocab_size or facts.get("train_vocab_size") or arch["config"]["vocab_size"]
     vocab_size = min(vocab_size, arch["config"]["vocab_size"])
-
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=specials,
+        special_tokens=_special_tokens(facts),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
     # trim_offsets=False keeps character offsets exact: axolotl locates turns through them.
-    byte_level = processors.ByteLevel(trim_offsets=False)
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    return bpe
+
+
+def _wrap(arch: dict[str, Any], backend):
+    """A transformers fast tokenizer around ``backend``: BOS added as the family adds it, the
+    family's named special tokens, and the chat template the recipe trains with (axolotl's)."""
+    from axolotl.utils.chat_templates import get_chat_template
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    facts = arch["tokenizer"]
     bos = facts.get("bos_token")
     if facts.get("add_bos_token") and bos:
-        bos_id = bpe.token_to_id(bos)
         template = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, backend.token_to_id(bos))],
         )
-        bpe.post_processor = processors.Sequence([byte_level, template])
-    else:
-        bpe.post_processor = byte_level
-
+        existing = backend.post_processor
+        backend.post_processor = processors.Sequence([existing, template]) if existing else template
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=backend,
         bos_token=bos,
         eos_token=facts.get("eos_token"),
         pad_token=facts.get("pad_token"),
@@ -144,6 +152,25 @@ def train_tokenizer(arch: dict[str, Any], texts: list[str], vocab_size: int | No
     )
     tokenizer.chat_template = get_chat_template(facts["chat_template"])
     return tokenizer
+
+
+def train_tokenizer(arch: dict[str, Any], texts: list[str], vocab_size: int | None = None):
+    """Byte-level BPE on ``texts`` with the family's special tokens and chat template."""
+    return _wrap(arch, _trained_backend(arch, texts, vocab_size))
+
+
+def make_tokenizer(
+    arch: dict[str, Any], texts: list[str], vocab_size: int | None = None, trained: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """(tokenizer, where it came from): the family's real tokenizer when its package is
+    installed (training/shipped_tokenizers.py), else one trained on ``texts``."""
+    from training.shipped_tokenizers import shipped_backend, shipped_file, shipped_source
+
+    path = None if trained or vocab_size else shipped_file(arch)
+    if path is not None:
+        return _wrap(arch, shipped_backend(arch, path)), shipped_source(arch, path)
+    source = {"source": "trained", "note": "byte-level BPE trained on the tokenizer data"}
+    return train_tokenizer(arch, texts, vocab_size), source
 
 
 def build_model(arch: dict[str, Any], tokenizer, seed: int = SEED, device: str | None = None):
@@ -196,13 +223,16 @@ def build(
     vocab_size: int | None = None,
     seed: int = SEED,
     device: str | None = None,
+    trained_tokenizer: bool = False,
 ) -> Path:
-    """Build model + tokenizer into ``out`` (default models/built/<name>); returns ``out``."""
+    """Build model + tokenizer into ``out`` (default models/built/<name>); returns ``out``.
+    The tokenizer is the family's real one where its package is installed, unless
+    ``trained_tokenizer`` or ``vocab_size`` asks for one trained on ``data``."""
     arch = load_arch(arch_path)
     out = Path(out) if out else BUILT_DIR / arch["name"]
     data = [Path(p) for p in (data or [SAMPLE_DATA])]
     texts = corpus_texts(data)
-    tokenizer = train_tokenizer(arch, texts, vocab_size)
+    tokenizer, tokenizer_source = make_tokenizer(arch, texts, vocab_size, trained_tokenizer)
     model = build_model(arch, tokenizer, seed=seed, device=device)
 
     # Written next to ``out`` and moved into place at the end: a reader (another test session,
@@ -225,7 +255,8 @@ def build(
         "model_vocab_size": arch["config"]["vocab_size"],
         "tokenizer_vocab_size": len(tokenizer),
         "chat_template": arch["tokenizer"]["chat_template"],
-        "tokenizer_data": [_data_record(p) for p in data],
+        "tokenizer": tokenizer_source,
+        "tokenizer_data": [_data_record(p) for p in data],  # trained on (or measured on)
         "chars_per_token": round(n_chars / max(n_tokens, 1), 3),
         "note": "random weights: compute per token equals the real model's, outputs are noise",
     }
@@ -241,10 +272,12 @@ def build_tokenizer(
     out: str | Path,
     data: Iterable[str | Path] | None = None,
     vocab_size: int | None = None,
+    trained_tokenizer: bool = False,
 ) -> Path:
     """Only the tokenizer of ``build`` (seconds): for checking a family's template and masks."""
     arch = load_arch(arch_path)
-    tokenizer = train_tokenizer(arch, corpus_texts(data or [SAMPLE_DATA]), vocab_size)
+    texts = corpus_texts(data or [SAMPLE_DATA])
+    tokenizer, _ = make_tokenizer(arch, texts, vocab_size, trained_tokenizer)
     tokenizer.save_pretrained(out)
     return Path(out)
 
