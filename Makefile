@@ -34,7 +34,7 @@ export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
-        serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
+        serve test lint docker-build docker-train bench-run bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
 
@@ -102,6 +102,9 @@ docker-train:  ## make train inside the image, all GPUs, data/ runs/ and HF cach
 		-v $(CURDIR)/data:/workspace/cdr/data -v $(CURDIR)/runs:/workspace/cdr/runs \
 		-v $${HF_HOME:-$$HOME/.cache/huggingface}:/root/.cache/huggingface \
 		cdr-finetune:latest make train PYTHON=python3 RECIPE=$(RECIPE) GPUS=$(GPUS)
+
+bench-run: $(SETUP)  ## GPU: the whole `make train RECIPE=...` timed phase by phase (BENCH_ARGS)
+	$(PYTHON) -m bench run --recipe $(or $(filter-out tiny-cpu,$(RECIPE)),llama3b-qlora) $(BENCH_ARGS)
 
 bench-train: $(SETUP)  ## GPU: seed script vs our recipe, same model shape and data (BENCH_ARGS)
 	$(PYTHON) -m bench train $(BENCH_ARGS)

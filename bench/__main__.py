@@ -1,5 +1,8 @@
-"""python -m bench train|eval|recipes|scaling|table — GPU benchmarks, rerunnable by anyone.
+"""python -m bench run|train|eval|recipes|scaling|table — GPU benchmarks, rerunnable by anyone.
 
+  run      the whole `make train RECIPE=...` from the command to its exit, phase by phase
+           (start-up, data, model load, steps, each eval and save, reload, card)
+           -> results/run-<recipe>.json
   train    the seed's train.py (bench/seed_baseline.py) vs our recipe through `python -m training
            train`, same GPU, data, model shape and tokenizer, in one call -> results/train.json
   eval     the seed's one-prompt-at-a-time sampling loop (bench/seed_eval.py) vs our batched
@@ -50,6 +53,7 @@ from bench.common import (
 )
 from bench.decoding import STRATEGIES as DECODING_STRATEGIES
 from bench.metrics import merge_ranks
+from bench.run import register as register_run
 
 PY = sys.executable
 # --smoke: the CPU recipe on the repo's sample data, a few steps and rows (tests use it).
@@ -627,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    register_run(sub)
 
     train = sub.add_parser("train", help="seed train.py vs our recipe")
     _common(train)

@@ -27,6 +27,7 @@ from axolotl.integrations.base import BasePlugin
 from bench.kernels import kernels_in_use
 from bench.metrics import write_json
 from bench.timer import StepTimer
+from training.phases import epoch_tokens
 
 # Config keys that decide speed and memory; copied into the results as the run resolved them.
 REPORTED_KEYS = (
@@ -54,16 +55,6 @@ def _plain(value: Any) -> Any:
 
 def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
-
-
-def epoch_tokens(dataset: Any) -> int | None:
-    """Tokens of one epoch of the tokenized training set, every row counted once."""
-    columns = getattr(dataset, "column_names", None) or []  # None for streamed datasets
-    if "length" in columns:
-        return int(sum(dataset["length"]))
-    if "input_ids" in columns:
-        return int(sum(len(ids) for ids in dataset["input_ids"]))
-    return None
 
 
 class _RunTimer(StepTimer):

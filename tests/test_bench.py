@@ -368,3 +368,45 @@ def test_decoding_smoke_compares_rounds_with_one_round_on_the_same_rows(smoke_tr
         assert measured["answers_equal_to_first_strategy"] == rows  # greedy: same answers
     assert strategies["one-round"]["rounds"][0]["new_tokens"] == result["max_new_tokens"]
     assert strategies["rounds-static-cache"]["rounds"][0]["rows"] == rows
+
+
+def test_whole_run_measure_adds_the_edges_and_checks_the_targets(tmp_path):
+    """`bench run`: run.json's phases plus make's start and the exit, targets from the phases."""
+    from bench.run import _targets, measure
+
+    phases = [
+        {"phase": "start-up: python + axolotl import", "seconds": 20.0, "peak_gib": 0.0},
+        {"phase": "optimizer steps", "seconds": 100.0, "peak_gib": 4.8},
+        {"phase": "evaluation @ step 100", "seconds": 4.0, "peak_gib": 2.4},
+        {"phase": "checkpoint save @ step 100", "seconds": 1.0, "peak_gib": 2.4},
+        {"phase": "optimizer steps", "seconds": 50.0, "peak_gib": 4.8},
+        {"phase": "evaluation @ step 150", "seconds": 6.0, "peak_gib": 2.4},
+    ]
+    record = {
+        "command_started": 1000.5,
+        "phases": phases,
+        "phase_summary": {"optimizer steps": {"count": 2, "seconds": 150.0, "peak_gib": 4.8}},
+        "phase_facts": {"train_tokens_per_epoch": 1_000_000, "epochs": 3.0},
+        "status": "finished",
+    }
+    measured = measure(record, spawned=1000.0, exited=1000.5 + 181.0 + 2.0)
+    assert measured["command_seconds"] == 183.5
+    assert measured["phases"][0] == {
+        "phase": "make + interpreter start", "seconds": 0.5, "peak_gib": None,
+    }  # fmt: skip
+    assert measured["phases"][-1]["phase"] == "launcher exit"
+    assert measured["phases"][-1]["seconds"] == 2.0
+    assert measured["evaluation_seconds"] == [4.0, 6.0]
+    assert measured["optimizer_tokens_per_s"] == 20_000.0  # 3 x 1M tokens / 150 s
+    targets = _targets(measured)
+    assert targets["command_met"] and targets["peak_memory_met"]
+    assert targets["optimizer_tokens_met"]
+    assert not targets["evaluation_met"]  # 6 s > 5 s
+    result = {"benchmark": "run", "date": "d", "device": "NVIDIA H200", "recipe": "llama3b-qlora",
+              "run_dir": "runs/x", "commands": ["make train RECIPE=llama3b-qlora"],
+              "max_steps": None, **measured, "seed": None, "targets": targets}  # fmt: skip
+    (tmp_path / "run-llama3b-qlora.json").write_text(json.dumps(result))
+    text = table.render(tmp_path)
+    assert "The whole `make train` (llama3b-qlora)" in text
+    assert "3.1 min (184 s)" in text and "| 6.0 s (2 evaluations)" in text
+    assert "| make + interpreter start | 1 | 0.5 |" in text

@@ -109,7 +109,8 @@ def test_gpu_recipe_passes_axolotl_validation(recipe, family_dir):
     assert (cfg.eval_steps, cfg.save_steps, cfg.save_total_limit) == (100, 100, 3)
     assert cfg.load_best_model_at_end and cfg.metric_for_best_model == "eval_loss"
     # Speed keys set explicitly and surviving validation.
-    assert cfg.sample_packing is True and cfg.eval_sample_packing is False
+    assert cfg.sample_packing is True and cfg.eval_sample_packing is True
+    assert "training.axolotl_plugin.RunPlugin" in cfg.plugins
     assert cfg.attn_implementation == "sdpa" and cfg.sdpa_varlen is True
     assert cfg.liger_rope and cfg.liger_rms_norm and cfg.liger_fused_linear_cross_entropy
     raw = yaml.safe_load(recipe.read_text())

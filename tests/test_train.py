@@ -92,6 +92,84 @@ def test_loss_history_covers_every_step(tiny_run):
     assert {2, 4} <= set(history["eval"])
 
 
+def test_run_record_says_where_the_time_went(tiny_run):
+    """run.json "phases": one timeline from the command's start, launcher and Axolotl process
+    together: start-up, data, model, steps, every evaluation and checkpoint, the end."""
+    record = json.loads((tiny_run / "run.json").read_text())
+    names = [p["phase"] for p in record["phases"]]
+    for phase in (
+        "launcher start-up",
+        "start-up: python + axolotl import",
+        "data: config checks + tokenise + pack",
+        "model: load + quantise + adapter",
+        "optimizer steps",
+        "best-model reload @ step 4",
+        "final save: adapter + tokenizer + hub push",
+        "axolotl process exit",
+        "loss plot",
+    ):
+        assert phase in names, phase
+    # The tiny run evaluates and saves at steps 2 and 4, and nowhere else (no step-0 eval).
+    assert [n for n in names if n.startswith("evaluation")] == [
+        "evaluation @ step 2",
+        "evaluation @ step 4",
+    ]
+    assert [n for n in names if n.startswith("checkpoint save")] == [
+        "checkpoint save @ step 2",
+        "checkpoint save @ step 4",
+    ]
+    assert names.index("model: load + quantise + adapter") < names.index("evaluation @ step 2")
+    total = sum(p["seconds"] for p in record["phases"])
+    assert abs(total - record["command_seconds"]) < 0.5
+    # The whole axolotl command's wall clock is inside the timeline.
+    assert record["train_seconds"] <= record["command_seconds"]
+    summary = record["phase_summary"]
+    assert summary["evaluation"]["count"] == 2 and summary["optimizer steps"]["count"] == 2
+    assert record["phase_facts"]["optimizer_steps"] == 4
+    assert record["phase_facts"]["train_tokens_per_epoch"] > 0
+    console = (tiny_run.parent / "console.txt").read_text()
+    assert "where the" in console and "optimizer steps" in console
+
+
+@pytest.mark.slow
+def test_packed_eval_on_a_16_row_validation_file_scores_the_same_loss(
+    tiny_model, processed_sample, tmp_path
+):
+    """The GPU recipes' eval settings (packed eval rows, packs padded to sequence_len) on a
+    validation file of 16 rows: the launcher trains and evaluates, and the eval loss equals the
+    unpacked computation over the same rows and masked tokens (one pack of all 16 rows vs one
+    padded batch of all 16 rows; learning rate 0, so both evaluate the same weights)."""
+    validation = tmp_path / "validation-16.jsonl"
+    rows = (processed_sample / "train.jsonl").read_text("utf-8").splitlines(keepends=True)[:16]
+    validation.write_text("".join(rows), "utf-8")
+    test_datasets = json.dumps(
+        [{"path": str(validation), "ds_type": "json", "split": "train", "type": "chat_template",
+          "field_messages": "messages", "roles_to_train": ["assistant"], "train_on_eos": "turn"}]
+    )  # fmt: skip
+    common = ["--max-steps", "1", "--override", "learning_rate=0", "--override", "eval_steps=1",
+              "--override", "save_steps=1",
+              "--override", f"test_datasets={test_datasets}"]  # fmt: skip
+    settings = {
+        "packed": ["sample_packing=true", "eval_sample_packing=true", "pad_to_sequence_len=true",
+                   "sequence_len=4096", "micro_batch_size=1", "eval_batch_size=1"],
+        "unpacked": ["sample_packing=false", "eval_sample_packing=false",
+                     "pad_to_sequence_len=false", "sequence_len=4096", "eval_batch_size=16"],
+    }  # fmt: skip
+    losses = {}
+    for name, overrides in settings.items():
+        runs = tmp_path / name
+        args = ["training", "train", "tiny-cpu", "--data", SAMPLE, "--processed",
+                processed_sample, "--runs-dir", runs, *common]  # fmt: skip
+        for item in overrides:
+            args += ["--override", item]
+        result = run_cli(args)
+        assert result.returncode == 0, result.stdout[-4000:]
+        (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+        state = json.loads((run_dir / "checkpoint-1" / "trainer_state.json").read_text())
+        (losses[name],) = [e["eval_loss"] for e in state["log_history"] if "eval_loss" in e]
+    assert losses["packed"] == pytest.approx(losses["unpacked"], rel=1e-4), losses
+
+
 def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

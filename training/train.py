@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from training.build_model import REPO, SAMPLE_DATA, TINY_OUT, build_tiny
+from training.phases import MARKS_FILE, PhaseMarks, phases, summary
 
 RECIPES = REPO / "recipes"
 RUNS = REPO / "runs"
@@ -285,27 +286,47 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 # ---- run record ----------------------------------------------------------------------------
 
 
+def _torch_cuda_build() -> str | None:
+    """The CUDA version torch was built for, read from torch/version.py without importing torch
+    (an import costs the launcher seconds; Axolotl's process imports it anyway)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    version_py = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    found = re.search(r"^cuda\b.*?=\s*'([^']+)'", version_py.read_text("utf-8"), re.M)
+    return found.group(1) if found else None
+
+
+def gpu_names(gpus: int) -> list[str]:
+    """Names of the GPUs the run is given (nvidia-smi; [] without an NVIDIA driver)."""
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names = dict(line.split(", ", 1) for line in listed.splitlines() if ", " in line)
+    chosen = visible_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES")).split(",")
+    return [names[i] for i in chosen if i in names]
+
+
 def hardware(gpus: int) -> dict[str, Any]:
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
         "gpus_requested": gpus,
+        "gpu_names": gpu_names(gpus),
     }
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        info["cuda"] = torch.version.cuda
-        info["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(count)]
-    else:
-        info["gpu_names"] = []
-    try:
-        from importlib.metadata import version
-
-        info["axolotl"] = version("axolotl")
-    except Exception:  # informational only
-        pass
+    if info["gpu_names"]:
+        info["cuda"] = _torch_cuda_build()
+    for package in ("torch", "axolotl"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:  # informational only
+            pass
     return info
 
 
@@ -504,8 +525,12 @@ def train(
     base_model: str | None = None,
     overrides: list[str] | None = None,
     runs_dir: str | Path = RUNS,
+    started: float | None = None,
 ) -> Path | None:
-    """Train ``recipe``; returns the run dir when training finished, None when it failed."""
+    """Train ``recipe``; returns the run dir when training finished, None when it failed.
+    ``started``: when the command started (epoch seconds; default now), for run.json's phases."""
+    marks = PhaseMarks(start=started)
+    marks.mark("launcher start-up")
     try:
         return _train(
             recipe,
@@ -517,6 +542,7 @@ def train(
             base_model,
             overrides,
             Path(runs_dir),
+            marks,
         )
     except TrainError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -533,6 +559,7 @@ def _train(
     base_model: str | None,
     overrides: list[str] | None,
     runs_dir: Path,
+    marks: PhaseMarks,
 ) -> Path | None:
     token = hub_token()
     secrets = [token] if token else []
@@ -571,8 +598,10 @@ def _train(
         recipe_file = recipe_path(recipe)
         recipe_config = load_yaml(recipe_file)
         manifest = ensure_processed(data, processed)
+        marks.mark("data: prepare splits (or check they are current)")
         run_dir = _new_run_dir(runs_dir, recipe_file.stem)
         repo = hub_repo(run_dir.name, token)
+        marks.mark("hub decision")
         config = resolve_config(
             recipe_config, run_dir, processed, gpus, repo, max_steps, base_model, overrides
         )
@@ -605,6 +634,8 @@ def _train(
     config_path = run_dir / "config.yml"
     _write_config(config, config_path, recipe_file)
     _say(f"run directory: {_rel(run_dir)}")
+    (run_dir / MARKS_FILE).unlink(missing_ok=True)  # a resumed run's marks are this session's
+    marks.mark("run set-up: config, run record, hardware")
 
     started = time.monotonic()
     try:
@@ -615,6 +646,7 @@ def _train(
         _say(f"interrupted; continue with: --resume {_rel(run_dir)}")
         raise
     seconds = round(time.monotonic() - started, 1)
+    marks.mark("axolotl process exit")
     previous = float(
         json.loads((run_dir / "run.json").read_text("utf-8")).get("train_seconds") or 0
     )
@@ -630,9 +662,11 @@ def _train(
         )
         _say(f"WARNING {status}; everything is on disk (see train.log)")
     plot = plot_loss(run_dir)
+    marks.mark("loss plot")
     leaks = scrub_run_dir(run_dir, secrets)
     for leak in leaks:
         _say(f"WARNING {leak} contains the hub token: delete it before sharing the run")
+    marks.mark("token scrub of the run directory")
     _update_json(
         run_dir / "run.json",
         status=status,
@@ -646,8 +680,32 @@ def _train(
         from eval.generate import refresh_model_card
 
         refresh_model_card(run_dir)
+        marks.mark("model card")
+    _record_phases(run_dir, marks)
     _report(run_dir, config, finished, code, plot)
     return run_dir if finished else None
+
+
+def _record_phases(run_dir: Path, marks: PhaseMarks) -> None:
+    """run.json's "phases": the launcher's marks and the Axolotl process's, as one timeline
+    from the command's start, with a summary by kind; printed as one line per kind."""
+    inner = PhaseMarks.read(run_dir / MARKS_FILE) or {"marks": []}
+    timeline = phases(marks.start, marks.marks + inner["marks"])
+    kinds = summary(timeline)
+    total = round(sum(p["seconds"] for p in timeline), 1)
+    _update_json(
+        run_dir / "run.json",
+        command_started=marks.start,
+        command_seconds=total,
+        phases=timeline,
+        phase_summary=kinds,
+        phase_facts=inner.get("meta", {}),
+    )
+    _say(f'where the {total} s went (run.json "phases"):')
+    for kind, row in sorted(kinds.items(), key=lambda item: -item[1]["seconds"]):
+        peak = f", peak {row['peak_gib']} GiB" if row["peak_gib"] is not None else ""
+        count = f" x{row['count']}" if row["count"] > 1 else ""
+        _say(f"  {row['seconds']:8.1f} s  {kind}{count}{peak}")
 
 
 def _report(run_dir: Path, config: dict[str, Any], finished: bool, code: int, plot: Path | None):
