@@ -64,7 +64,10 @@ def _scores_table(mode_metrics: dict[str, Any]) -> str:
             ]
         )
     table = _table(["task", "precision", "recall", "F1", "tp", "fp", "fn"], rows)
-    return f"{table}\n\nmacro F1 (mean of the three tasks): **{mode_metrics['macro_f1']:.3f}**"
+    averaged = mode_metrics.get("macro_tasks", TASKS)
+    over = "the three tasks" if len(averaged) == len(TASKS) else "the tasks with rows: "
+    over += "" if len(averaged) == len(TASKS) else ", ".join(averaged)
+    return f"{table}\n\nmacro F1 (mean of {over}): **{mode_metrics['macro_f1']:.3f}**"
 
 
 def _worst_examples(predictions: list[dict]) -> list[str]:
