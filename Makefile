@@ -38,10 +38,14 @@ LEXICON     ?= $(BC5CDR)/CDR_TrainingSet.PubTator.txt
 BC5CDR_OUT  ?= $(if $(PREDICTIONS),$(dir $(PREDICTIONS))bc5cdr)
 CTD_CHEMICALS ?=
 CTD_DISEASES  ?=
+# data-comparable: train on BC5CDR_TRAIN (one or more PubTator files), test on BC5CDR_TEST.
+BC5CDR_TRAIN ?= $(BC5CDR)/CDR_TrainingSet.PubTator.txt
+BC5CDR_TEST  ?= $(BC5CDR)/CDR_DevelopmentSet.PubTator.txt
+COMPARABLE   ?= data/processed-comparable
 export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base bc5cdr-eval compare merge \
+.PHONY: help setup data data-comparable build-bc5cdr tiny-model train demo eval eval-base bc5cdr-eval compare merge \
         extract serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
@@ -60,6 +64,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 data: $(SETUP)  ## validate + split DATA into PROCESSED (train/validation/test chat JSONL)
 	$(PYTHON) -m preprocessing prepare $(DATA) --out $(PROCESSED)
+
+data-comparable: $(SETUP)  ## the comparable setting: test = BC5CDR_TEST's documents, train/validation from BC5CDR_TRAIN -> COMPARABLE
+	$(PYTHON) -m preprocessing prepare-bc5cdr --train $(BC5CDR_TRAIN) --test $(BC5CDR_TEST) \
+		--out $(COMPARABLE)
 
 build-bc5cdr: $(SETUP)  ## rebuild the instruction JSONL from BC5CDR PubTator files (BC5CDR=dir)
 	$(PYTHON) -m preprocessing build-bc5cdr $(BC5CDR)/CDR_TrainingSet.PubTator.txt \
@@ -147,4 +155,4 @@ sample-data: $(SETUP)  ## rebuild data/sample/sample_instruct.jsonl from its Pub
 		--out data/sample/sample_instruct.jsonl
 
 clean:  ## remove built data, runs and models (keeps .venv)
-	rm -rf $(PROCESSED) data/processed-sample runs models/built bench/work
+	rm -rf $(PROCESSED) data/processed-sample $(COMPARABLE) runs models/built bench/work
