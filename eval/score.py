@@ -1,6 +1,6 @@
 """Score predictions against gold: per-task and micro precision/recall/F1, strict and normalized.
 
-The definition (issue 4, README "Scoring"), implemented with preprocessing.task's parsers:
+The definition (README, "Scoring definition"), implemented with preprocessing.task's parsers:
 - items: one line each, one leading bullet removed, empty lines skipped (task.parse_items);
 - relation items are (chemical, disease) pairs (task.parse_relation); a line that does not parse
   is an item that never matches gold, counted under "format_errors";

@@ -1,4 +1,4 @@
-"""The scorer against every rule of the definition in issue 4 (and the README)."""
+"""The scorer against every rule of its definition (README, "Scoring definition")."""
 
 from __future__ import annotations
 
