@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.bc5cdr_report import RUN_SUBDIR
 from eval.official import MEASURES, OfficialError, measure_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +161,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     atomic_write_text(args.out / "bc5cdr.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(args.out / "bc5cdr.md", render(result))
+    _refresh_run(args.out)
     return result
+
+
+def _refresh_run(out: Path) -> None:
+    """Written into a run's eval/bc5cdr: rewrite its report.md, plot and model card with it.
+    The official results are on disk already, so a failing refresh only warns."""
+    eval_dir = out.resolve().parent
+    if out.name != RUN_SUBDIR or eval_dir.name != "eval":
+        return
+    if not (eval_dir / "metrics.json").is_file():
+        return
+    try:
+        from eval.generate import refresh_outputs
+
+        refresh_outputs(eval_dir.parent)
+    except Exception as error:  # noqa: BLE001 - see docstring
+        print(f"warning: {eval_dir} report not refreshed: {error!r}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:

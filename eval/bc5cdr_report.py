@@ -1,8 +1,14 @@
-"""bc5cdr.md and the console summary of `python -m eval bc5cdr` (from what bc5cdr.json holds)."""
+"""bc5cdr.md and the console summary of `python -m eval bc5cdr` (from what bc5cdr.json holds),
+and the official scores as a run's report.md, model card and `make compare` show them."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+# Where a run's official evaluation lives: `make bc5cdr-eval RUN=runs/<dir>` writes it there.
+RUN_SUBDIR = "bc5cdr"
 
 _WHAT = {
     "relation CID": "chemical-induced disease pairs (MeSH id, MeSH id) per document",
@@ -84,3 +90,48 @@ def render(result: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+# ---- the official scores inside a run's eval outputs ------------------------------------------
+
+
+def read_official(eval_dir: Path) -> dict[str, Any] | None:
+    """<run>/eval/bc5cdr/bc5cdr.json, or None when the run has no official evaluation."""
+    path = Path(eval_dir) / RUN_SUBDIR / "bc5cdr.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+
+
+def official_section(result: dict[str, Any]) -> list[str]:
+    """report.md's section: the five official F1s beside the ceiling."""
+    pred, ceiling = result["predictions"], result["ceiling"]
+    rows = [
+        f"| {name} | {_cell(pred['measures'][name])} | {_counts(pred['measures'][name])} | "
+        f"{ceiling['measures'][name]['f1']:.3f} |"
+        for name in result["measures_order"]
+    ]
+    return [
+        "## Official BC5CDR measures",
+        "",
+        f"Against `{result['gold_file']}` ({result['documents']['scored_documents']} documents), "
+        f"scored by the {pred['engine']} engine; ceiling = the gold answers through the same "
+        f"grounding. Details: `{RUN_SUBDIR}/bc5cdr.md`.",
+        "",
+        "| measure | F1 (P / R) | TP / FP / FN | ceiling F1 |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def model_index_metrics(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """model-index entries: precision, recall and F1 of each official measure."""
+    return [
+        {"type": stat, "name": f"{name} {stat} (official)", "value": score[stat]}
+        for name, score in result["predictions"]["measures"].items()
+        for stat in ("precision", "recall", "f1")
+    ]

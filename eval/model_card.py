@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from eval.bc5cdr_report import model_index_metrics, read_official
 from preprocessing.task import TASKS, answer_cue, instruction
 
 LOG = logging.getLogger(__name__)
@@ -191,6 +192,19 @@ def _metadata(
                 ],
             }
         ]
+        official = read_official(run_dir / "eval")
+        if official is not None:  # the official kit's measures, beside the recipe's own
+            meta["model-index"][0]["results"].append(
+                {
+                    "task": {"type": "token-classification", "name": "BioCreative V CDR"},
+                    "dataset": {
+                        "type": "bc5cdr",
+                        "name": f"BC5CDR, official evaluation against {official['gold_file']}",
+                        "split": "test",
+                    },
+                    "metrics": model_index_metrics(official),
+                }
+            )
     return meta
 
 

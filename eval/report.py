@@ -182,8 +182,14 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], predictions: list[dict]) -> Path:
+    from eval.bc5cdr_report import official_section, read_official
+
     path = out_dir / "report.md"
-    path.write_text(render_report(metrics, predictions), encoding="utf-8")
+    text = render_report(metrics, predictions)
+    official = read_official(out_dir)
+    if official is not None:  # `make bc5cdr-eval RUN=...` has run: its numbers go in too
+        text += "\n" + "\n".join(official_section(official))
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -249,7 +255,10 @@ REQUIRED_KEYS = (
 
 
 def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it."""
+    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it.
+    A run's official BC5CDR scores (eval/bc5cdr/bc5cdr.json) come along where it has them."""
+    from eval.bc5cdr_report import read_official
+
     found = []
     for path in sorted(runs_dir.glob("*/eval/metrics.json")):
         try:
@@ -260,8 +269,19 @@ def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: not written by `eval generate` (missing {missing})")
         metrics["_name"] = path.parent.parent.name
+        metrics["_official"] = read_official(path.parent)
         found.append(metrics)
     return found
+
+
+def _official_f1s(official: dict[str, Any] | None) -> str:
+    if official is None:
+        return "—"
+    measures = official["predictions"]["measures"]
+    return " / ".join(f"{measures[name]['f1']:.3f}" for name in OFFICIAL_COLUMNS)
+
+
+OFFICIAL_COLUMNS = ("relation CID", "id Chemical", "id Disease")
 
 
 def render_compare(runs: list[dict[str, Any]]) -> str:
@@ -283,6 +303,7 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
                 evaluated,
                 f"{m['backend']}, {timing['rows_per_second']} rows/s",
                 m.get("split_sha256", "")[:8],
+                _official_f1s(m.get("_official")),
             ]
         )
     table = _table(
@@ -299,6 +320,7 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
             "rows",
             "backend",
             "split",
+            "official CID / chem. id / dis. id F1",
         ],
         rows,
     )

@@ -187,7 +187,9 @@ def test_unmatched_rows_are_counted_and_duplicates_refused(
     )
 
 
-@pytest.mark.parametrize("case", ["empty", "no match", "bad gold", "out is a file", "bad json"])
+@pytest.mark.parametrize(
+    "case", ["empty", "no match", "bad gold", "gold bytes", "out is a file", "bad json"]
+)
 def test_bad_input_is_a_one_line_error(case: str, sample_rows: list[dict], tmp_path: Path) -> None:
     predictions = with_predictions(sample_rows[:3], tmp_path / "p.jsonl")
     gold, out = SAMPLE_PUBTATOR, tmp_path / "out"
@@ -195,6 +197,7 @@ def test_bad_input_is_a_one_line_error(case: str, sample_rows: list[dict], tmp_p
         "empty": "no rows (the file is empty)",
         "no match": "none of its 3 rows has the abstract of a gold document",
         "bad gold": "gold.txt:2:",
+        "gold bytes": "gold.txt:2: not UTF-8 (byte 0xe9)",
         "out is a file": "exists and is not a directory",
         "bad json": "p.jsonl:2: not valid JSON",
     }[case]
@@ -206,6 +209,9 @@ def test_bad_input_is_a_one_line_error(case: str, sample_rows: list[dict], tmp_p
     elif case == "bad gold":
         gold = tmp_path / "gold.txt"
         gold.write_text("1|t|T\n1\tbroken\n", encoding="utf-8")
+    elif case == "gold bytes":
+        gold = tmp_path / "gold.txt"
+        gold.write_bytes(b"1|t|T\n1|a|caf\xe9\n")
     elif case == "out is a file":
         out.write_text("", encoding="utf-8")
     else:
@@ -253,3 +259,40 @@ def test_development_set_both_engines_agree(
         assert (
             result["predictions"]["measures"]["relation CID"]["f1"] < ceiling["relation CID"]["f1"]
         )
+
+
+# ---- a run's outputs: report.md, model card, make compare ----------------------------------
+
+
+@pytest.mark.slow
+def test_a_runs_official_scores_reach_its_report_card_and_compare(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import yaml
+
+    from eval.__main__ import main as eval_main
+    from eval.report import collect_runs, render_compare
+
+    skip = shutil.ignore_patterns("checkpoint-*", "_prepared", "eval", "runs")
+    run = Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name, ignore=skip))
+    generated = ["generate", "--run", str(run), "--limit", "6", "--backend", "hf"]
+    assert eval_main([*generated, "--max-new-tokens", "12", "--batch-size", "2"]) == 0
+    done = bc5cdr(run / "eval" / "predictions.jsonl", "--pubtator", SAMPLE_PUBTATOR,
+                  "--lexicon-from", SAMPLE_PUBTATOR, "--out", run / "eval" / "bc5cdr",
+                  "--no-jar")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    official = json.loads((run / "eval" / "bc5cdr" / "bc5cdr.json").read_text())
+    report = (run / "eval" / "report.md").read_text()
+    assert "## Official BC5CDR measures" in report
+    cid = official["predictions"]["measures"]["relation CID"]
+    assert f"| relation CID | {cid['f1']:.3f} (" in report
+    meta = yaml.safe_load((run / "README.md").read_text().split("---\n")[1])
+    results = meta["model-index"][0]["results"]
+    assert len(results) == 2
+    found = {entry["name"]: entry["value"] for entry in results[1]["metrics"]}
+    assert found["relation CID f1 (official)"] == cid["f1"] and len(found) == 15
+    table = render_compare(collect_runs(run.parent))
+    assert "official CID / chem. id / dis. id F1" in table
+    assert f"{cid['f1']:.3f} / " in table
