@@ -273,7 +273,7 @@ def test_a_runs_official_scores_reach_its_report_card_and_compare(
     import yaml
 
     from eval.__main__ import main as eval_main
-    from eval.report import collect_runs, render_compare
+    from eval.compare import collect_runs, render_compare
 
     skip = shutil.ignore_patterns("checkpoint-*", "_prepared", "eval", "runs")
     run = Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name, ignore=skip))
