@@ -296,3 +296,14 @@ def test_a_runs_official_scores_reach_its_report_card_and_compare(
     table = render_compare(collect_runs(run.parent))
     assert "official CID / chem. id / dis. id F1" in table
     assert f"{cid['f1']:.3f} / " in table
+
+
+def test_engines_that_disagree_stop_the_command() -> None:
+    from eval.bc5cdr import DisagreementError, combine
+    from eval.score import prf
+
+    python, jar = {"relation CID": prf(1, 0, 0)}, {"relation CID": prf(0, 1, 1)}
+    with pytest.raises(DisagreementError, match=r"disagree on relation CID: jar \[\(0, 1, 1\)\]"):
+        combine(Path("x.PubTator.txt"), python, jar, "ran")
+    assert combine(Path("x"), python, dict(python), "ran")["engines_agree"] is True
+    assert combine(Path("x"), python, None, "not run")["engine"] == "python"
