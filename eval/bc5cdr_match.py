@@ -1,10 +1,11 @@
 """Match prediction rows to gold PubTator documents by their abstract, accounting for every row.
 
-A row's abstract is the one in its prompt (preprocessing.task.parse_prompt), compared with
-whitespace runs collapsed, as prepare's doc ids are. Each matched row adds its prediction to the
-document's predictions and its completion (the gold answer) to the document's ceiling input. A
-second row of the same task for one document is an error naming both lines; rows whose abstract
-is in no gold document are counted and listed (their line numbers), never dropped silently.
+A row's abstract is the one in its prompt (preprocessing.task.parse_prompt), compared by
+prepare's doc id (sha256 of the text with whitespace runs collapsed). Each matched row adds its
+prediction to the document's predictions and its completion (the gold answer) to the document's
+ceiling input. A second row of the same task for one document is an error naming both lines;
+rows whose abstract is in no gold document are counted and listed (their line numbers), never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from eval.bc5cdr_export import Predicted, parse_answer
 from eval.score import InputError, check_row, read_jsonl
 from preprocessing.bc5cdr import Document
+from preprocessing.prepare import doc_id_of
 from preprocessing.task import TASKS, parse_prompt
 
 SHOWN_UNMATCHED = 10  # how many unmatched line numbers the summary lists
@@ -44,20 +46,16 @@ class Matched:
         }
 
 
-def _key(abstract: str) -> str:
-    return " ".join(abstract.split())
-
-
 def match_rows(path: Path, docs: list[Document]) -> Matched:
     """Read and check every row of `path`, then file each under its gold document."""
     numbered = read_jsonl(path)
     if not numbered:
         raise InputError(f"{path}: no rows (the file is empty)")
-    pmid_of = {_key(doc.abstract): doc.pmid for doc in docs}
+    pmid_of = {doc_id_of(doc.abstract): doc.pmid for doc in docs}
     matched = Matched(rows=len(numbered))
     for number, row in numbered:
         task = check_row(row, f"{path}:{number}")
-        pmid = pmid_of.get(_key(parse_prompt(row["prompt"])[1]))
+        pmid = pmid_of.get(doc_id_of(parse_prompt(row["prompt"])[1]))
         if pmid is None:
             matched.unmatched_lines.append(number)
             continue
