@@ -19,6 +19,7 @@ files, read from its bytecode, so that both give the same TP/FP/FN on any file:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -127,22 +128,23 @@ def java_available() -> bool:
 
 
 def unpack_kit(kit: Path, into: Path) -> Path:
-    """The jar's path, unpacking the kit's zip into `into` (reused when already there)."""
+    """The jar's path, unpacked from the kit's zip into `into`/<sha256 of the zip>/ (reused when
+    already there; written atomically, so an interrupted unpack never leaves a broken jar)."""
+    from eval.files import atomic_write_bytes
+
     if not kit.is_file():
         raise OfficialError(f"{kit}: the official kit (BC5CDR_Evaluation-0.0.3.zip) is not there")
+    jar = into / hashlib.sha256(kit.read_bytes()).hexdigest()[:16] / JAR_NAME
+    if jar.is_file():
+        return jar
     try:
         with zipfile.ZipFile(kit) as archive:
-            members = [name for name in archive.namelist() if name.endswith("/" + JAR_NAME)]
-            if not members and JAR_NAME in archive.namelist():
-                members = [JAR_NAME]
+            members = [n for n in archive.namelist() if n == JAR_NAME or n.endswith("/" + JAR_NAME)]
             if not members:
                 raise OfficialError(f"{kit}: no {JAR_NAME} inside")
-            jar = into / members[0]
-            if not jar.is_file():
-                archive.extract(members[0], into)
+            return atomic_write_bytes(jar, archive.read(members[0]))
     except zipfile.BadZipFile as error:
         raise OfficialError(f"{kit}: not a zip file ({error})") from None
-    return jar
 
 
 def _parse_jar_output(text: str, what: str) -> tuple[int, int, int]:
