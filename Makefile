@@ -30,16 +30,29 @@ BASE_MODEL ?=
 HOST      ?= 127.0.0.1
 PORT      ?= 8000
 BENCH_ARGS ?= --random-init
+# bc5cdr-eval: the official BioCreative V CDR scores (see README, "Official BC5CDR evaluation").
+BC5CDR      ?= data/bc5cdr
+PREDICTIONS ?= $(if $(RUN),$(RUN)/eval/predictions.jsonl)
+PUBTATOR    ?= $(BC5CDR)/CDR_DevelopmentSet.PubTator.txt
+LEXICON     ?= $(BC5CDR)/CDR_TrainingSet.PubTator.txt
+BC5CDR_OUT  ?= $(if $(PREDICTIONS),$(dir $(PREDICTIONS))bc5cdr)
+CTD_CHEMICALS ?=
+CTD_DISEASES  ?=
+# data-comparable: train on BC5CDR_TRAIN (one or more PubTator files), test on BC5CDR_TEST.
+BC5CDR_TRAIN ?= $(BC5CDR)/CDR_TrainingSet.PubTator.txt
+BC5CDR_TEST  ?= $(BC5CDR)/CDR_DevelopmentSet.PubTator.txt
+COMPARABLE   ?= data/processed-comparable
 export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
-        serve test lint docker-build docker-train bench-run bench-train bench-eval bench-recipes \
+.PHONY: help setup data data-comparable build-bc5cdr tiny-model train demo eval eval-base \
+        bc5cdr-eval compare merge extract serve test lint docker-build docker-train bench-run \
+        bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(SETUP)  ## create .venv/ with the pinned stack (idempotent)
 
@@ -52,6 +65,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 data: $(SETUP)  ## validate + split DATA into PROCESSED (train/validation/test chat JSONL)
 	$(PYTHON) -m preprocessing prepare $(DATA) --out $(PROCESSED)
+
+data-comparable: $(SETUP)  ## the comparable setting: test = BC5CDR_TEST's documents, train/validation from BC5CDR_TRAIN -> COMPARABLE
+	$(PYTHON) -m preprocessing prepare-bc5cdr --train $(BC5CDR_TRAIN) --test $(BC5CDR_TEST) \
+		--out $(COMPARABLE)
 
 build-bc5cdr: $(SETUP)  ## rebuild the instruction JSONL from BC5CDR PubTator files (BC5CDR=dir)
 	$(PYTHON) -m preprocessing build-bc5cdr $(BC5CDR)/CDR_TrainingSet.PubTator.txt \
@@ -73,6 +90,13 @@ eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (
 
 eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
 	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
+
+bc5cdr-eval: $(SETUP)  ## official BC5CDR scores of PREDICTIONS= (or RUN=, generating first) vs PUBTATOR= with LEXICON=
+	@test -n "$(PREDICTIONS)" || { echo "error: give PREDICTIONS=file.jsonl or RUN=runs/<dir>" >&2; exit 2; }
+	$(if $(RUN),test -f $(PREDICTIONS) || $(PYTHON) -m eval generate --run $(RUN))
+	$(PYTHON) -m eval bc5cdr $(PREDICTIONS) --pubtator $(PUBTATOR) --lexicon-from $(LEXICON) \
+		$(if $(CTD_CHEMICALS),--ctd-chemicals $(CTD_CHEMICALS)) \
+		$(if $(CTD_DISEASES),--ctd-diseases $(CTD_DISEASES)) --out $(BC5CDR_OUT)
 
 compare: $(SETUP)  ## one table (+ PNG) over every evaluated run
 	$(PYTHON) -m eval compare runs
@@ -135,4 +159,4 @@ sample-data: $(SETUP)  ## rebuild data/sample/sample_instruct.jsonl from its Pub
 		--out data/sample/sample_instruct.jsonl
 
 clean:  ## remove built data, runs and models (keeps .venv)
-	rm -rf $(PROCESSED) data/processed-sample runs models/built bench/work
+	rm -rf $(PROCESSED) data/processed-sample $(COMPARABLE) runs models/built bench/work

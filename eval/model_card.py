@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from eval.bc5cdr_report import model_index_metrics, read_official
+from eval.report import same_test
 from preprocessing.task import TASKS, answer_cue, instruction
 
 LOG = logging.getLogger(__name__)
@@ -191,6 +193,19 @@ def _metadata(
                 ],
             }
         ]
+        official = read_official(run_dir / "eval")
+        if official is not None:  # the official kit's measures, beside the recipe's own
+            meta["model-index"][0]["results"].append(
+                {
+                    "task": {"type": "token-classification", "name": "BioCreative V CDR"},
+                    "dataset": {
+                        "type": "bc5cdr",
+                        "name": f"BC5CDR, official evaluation against {official['gold_file']}",
+                        "split": "test",
+                    },
+                    "metrics": model_index_metrics(official),
+                }
+            )
     return meta
 
 
@@ -284,7 +299,10 @@ def _results_section(metrics: dict | None, base: dict | None, recipe: str) -> st
         f"{evaluated}\n\n" + "\n".join(lines) + "\n"
     )
     if base is None:
-        text += f"\nNo base-model evaluation found (`make eval-base RECIPE={recipe}`).\n"
+        text += (
+            "\nNo base-model evaluation on the same test file and rows "
+            f"(`make eval-base RECIPE={recipe}`).\n"
+        )
     if recipe == "tiny-cpu":
         text += (
             "\n**These numbers come from a tiny randomly initialised model trained for a "
@@ -396,6 +414,8 @@ def render_model_card(run_dir: str | Path) -> str:
     metrics = _read_json(run_dir / "eval" / "metrics.json")
     manifest = _manifest(run)
     base = _read_json(run_dir.parent / f"{recipe}-base" / "eval" / "metrics.json")
+    if base is not None and metrics is not None and not same_test(metrics, base):
+        base = None  # scored on another test file or rows: not comparable
     base_model = str(run.get("base_model") or config.get("base_model"))
     license_id, license_name = license_of(base_model)
     header = yaml.safe_dump(

@@ -20,12 +20,40 @@ def is_tiny(metrics: dict[str, Any]) -> bool:
     return metrics.get("recipe") == TINY_RECIPE or "models/built" in str(metrics.get("model"))
 
 
-def base_metrics_for(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """runs/<recipe>-base/eval/metrics.json beside a fine-tuned run, when it has been made."""
+# What must be equal for two evals to be set side by side: the test file's bytes and the rows.
+SAME_TEST_KEYS = ("split_sha256", "rows_evaluated", "rows")
+
+
+def same_test(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when both were scored on the same test file (sha256) and the same rows."""
+    return all(a.get(key) is not None and a.get(key) == b.get(key) for key in SAME_TEST_KEYS)
+
+
+def _base_path(metrics: dict[str, Any]) -> Path | None:
     if metrics.get("kind") == "base" or not metrics.get("run") or not metrics.get("recipe"):
         return None
-    path = Path(metrics["run"]).parent / f"{metrics['recipe']}-base" / "eval" / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return Path(metrics["run"]).parent / f"{metrics['recipe']}-base" / "eval" / "metrics.json"
+
+
+def base_metrics_for(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """runs/<recipe>-base/eval/metrics.json beside a fine-tuned run, when it has been made on
+    the same test file and rows (anything else would compare different questions)."""
+    path = _base_path(metrics)
+    if path is None or not path.exists():
+        return None
+    base = json.loads(path.read_text())
+    return base if same_test(metrics, base) else None
+
+
+def unpaired_base_note(metrics: dict[str, Any]) -> str | None:
+    """Why an existing base eval is not shown beside this one, or None."""
+    path = _base_path(metrics)
+    if path is None or not path.exists() or base_metrics_for(metrics) is not None:
+        return None
+    return (
+        f"> The base model's eval (`{path}`) was scored on another test file or other rows "
+        "(sha256 / row counts differ): not compared. Rerun `make eval-base` on this split."
+    )
 
 
 def label_of(metrics: dict[str, Any]) -> str:
@@ -64,7 +92,10 @@ def _scores_table(mode_metrics: dict[str, Any]) -> str:
             ]
         )
     table = _table(["task", "precision", "recall", "F1", "tp", "fp", "fn"], rows)
-    return f"{table}\n\nmacro F1 (mean of the three tasks): **{mode_metrics['macro_f1']:.3f}**"
+    averaged = mode_metrics.get("macro_tasks", TASKS)
+    over = "the three tasks" if len(averaged) == len(TASKS) else "the tasks with rows: "
+    over += "" if len(averaged) == len(TASKS) else ", ".join(averaged)
+    return f"{table}\n\nmacro F1 (mean of {over}): **{mode_metrics['macro_f1']:.3f}**"
 
 
 def _worst_examples(predictions: list[dict]) -> list[str]:
@@ -130,6 +161,9 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
         "",
     ]
     base = base_metrics_for(metrics)
+    note = unpaired_base_note(metrics)
+    if note:
+        parts += [note, ""]
     if base:
         rows = [
             [task]
@@ -179,8 +213,14 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], predictions: list[dict]) -> Path:
+    from eval.bc5cdr_report import official_section, read_official
+
     path = out_dir / "report.md"
-    path.write_text(render_report(metrics, predictions), encoding="utf-8")
+    text = render_report(metrics, predictions)
+    official = read_official(out_dir)
+    if official is not None:  # `make bc5cdr-eval RUN=...` has run: its numbers go in too
+        text += "\n" + "\n".join(official_section(official))
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -229,109 +269,3 @@ def write_plot(out_dir: Path, metrics: dict[str, Any]) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-# ---- compare ---------------------------------------------------------------------------------
-
-
-REQUIRED_KEYS = (
-    "strict",
-    "normalized",
-    "format_errors",
-    "timing",
-    "backend",
-    "rows_evaluated",
-    "rows_in_split",
-)
-
-
-def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it."""
-    found = []
-    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
-        try:
-            metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
-        missing = [key for key in REQUIRED_KEYS if key not in metrics]
-        if missing:
-            raise ValueError(f"{path}: not written by `eval generate` (missing {missing})")
-        metrics["_name"] = path.parent.parent.name
-        found.append(metrics)
-    return found
-
-
-def render_compare(runs: list[dict[str, Any]]) -> str:
-    rows = []
-    for m in runs:
-        norm, strict, timing = m["normalized"], m["strict"], m["timing"]
-        evaluated = str(m["rows_evaluated"])
-        if m["rows_evaluated"] < m["rows_in_split"]:
-            evaluated += f" of {m['rows_in_split']}"
-        rows.append(
-            [
-                m["_name"] + (" ⚠ tiny" if is_tiny(m) else ""),
-                m.get("kind", "?"),
-                *(f"{norm['per_task'][task]['f1']:.3f}" for task in TASKS),
-                f"{norm['micro']['f1']:.3f}",
-                f"**{norm['macro_f1']:.3f}**",
-                f"{strict['macro_f1']:.3f}",
-                m["format_errors"]["prediction"],
-                evaluated,
-                f"{m['backend']}, {timing['rows_per_second']} rows/s",
-                m.get("split_sha256", "")[:8],
-            ]
-        )
-    table = _table(
-        [
-            "run",
-            "kind",
-            "chemical F1",
-            "disease F1",
-            "relation F1",
-            "micro F1",
-            "macro F1",
-            "macro F1 strict",
-            "rel. format errors",
-            "rows",
-            "backend",
-            "split",
-        ],
-        rows,
-    )
-    return (
-        "# Evaluated runs\n\nF1 normalized unless marked strict; scoring rules in the README. "
-        "Compare only runs whose `split` (sha256 prefix of the test file) and rows match; "
-        "⚠ tiny = random tiny CPU model, numbers meaningless.\n\n" + table + "\n"
-    )
-
-
-def write_compare(runs_dir: Path) -> tuple[Path, Path]:
-    runs = collect_runs(runs_dir)
-    if not runs:
-        raise FileNotFoundError(f"no {runs_dir}/*/eval/metrics.json: evaluate a run first")
-    table_path = runs_dir / "compare.md"
-    table_path.write_text(render_compare(runs), encoding="utf-8")
-
-    plt = _pyplot()
-    groups = [*TASKS, "macro"]
-    width = 0.8 / len(runs)
-    figure, axis = plt.subplots(figsize=(max(8, 1.5 * len(groups) * len(runs) ** 0.5), 4.5))
-    for k, m in enumerate(runs):
-        values = [
-            m["normalized"]["macro_f1"] if g == "macro" else m["normalized"]["per_task"][g]["f1"]
-            for g in groups
-        ]
-        positions = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(groups))]
-        bars = axis.bar(positions, values, width, label=m["_name"])
-        axis.bar_label(bars, fmt="%.2f", fontsize=7)
-    axis.set_xticks(range(len(groups)), groups)
-    axis.set_ylim(0, 1.05)
-    axis.set_ylabel("F1 (normalized)")
-    axis.set_title("F1 per task, every evaluated run")
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    figure.tight_layout()
-    plot_path = runs_dir / "compare.png"
-    figure.savefig(plot_path, dpi=110)
-    plt.close(figure)
-    return table_path, plot_path

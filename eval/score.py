@@ -1,12 +1,16 @@
 """Score predictions against gold: per-task and micro precision/recall/F1, strict and normalized.
 
-The definition (issue 4, README "Scoring"), implemented with preprocessing.task's parsers:
+The definition (README, "Scoring definition"), implemented with preprocessing.task's parsers:
 - items: one line each, one leading bullet removed, empty lines skipped (task.parse_items);
 - relation items are (chemical, disease) pairs (task.parse_relation); a line that does not parse
   is an item that never matches gold, counted under "format_errors";
 - strict compares stripped items, normalized compares task.normalize(item) (both sides of a pair);
+- normalized mode also reads a relation line with whitespace runs collapsed ("Chemical  X
+  influences  disease  Y" parses); strict needs the template's single spaces;
 - per example gold and prediction are sets; tp/fp/fn are summed over the rows of a task (micro),
-  "micro" sums them over all three tasks, "macro_f1" is the mean of the three per-task F1s.
+  "micro" sums them over all three tasks, "macro_f1" is the mean of the per-task F1s of the tasks
+  that have rows ("macro_tasks"; a task with no rows is reported in "rows", not averaged in);
+- no rows at all is an error, not a score of zero.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def _item_sets(task: str, text: str, normalized: bool) -> tuple[set, set[str]]:
         if task != "relation":
             items.add(key(item))
             continue
-        pair = parse_relation(item)
+        pair = parse_relation(item, collapse_whitespace=normalized)
         if pair is None:
             unparseable.add(key(item))
         else:
@@ -81,10 +85,12 @@ def compare_row(task: str, gold: str, prediction: str, normalized: bool) -> RowR
     )
 
 
-def count_unparseable(text: str) -> tuple[int, int]:
-    """(relation lines that do not parse, all relation lines) of one answer, duplicates counted."""
+def count_unparseable(text: str, normalized: bool = False) -> tuple[int, int]:
+    """(relation lines that do not parse, all relation lines) of one answer, duplicates counted;
+    `normalized` parses as normalized scoring does (whitespace runs collapsed)."""
     items = parse_items(text)
-    return sum(parse_relation(item) is None for item in items), len(items)
+    bad = sum(parse_relation(item, collapse_whitespace=normalized) is None for item in items)
+    return bad, len(items)
 
 
 def prf(tp: int, fp: int, fn: int) -> dict[str, float | int]:
@@ -114,16 +120,29 @@ def check_row(row: Any, where: str) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, row) of a JSONL file; blank lines are skipped, other non-JSON is an error."""
+    """(line number, row) of a JSONL file; blank lines are skipped, other non-JSON is an error.
+
+    Lines are decoded one by one so that a non-UTF-8 line is reported with its number; JSON
+    nested too deeply for the parser is an error of its line, not a crash.
+    """
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = raw[error.start]
+                raise InputError(
+                    f"{path}:{number}: not UTF-8 (byte 0x{byte:02x} at byte {error.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
                 rows.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{number}: JSON nested too deeply to read") from None
     return rows
 
 
@@ -134,13 +153,21 @@ def score_rows(rows: Iterable[dict], source: str = "<rows>") -> dict[str, Any]:
 
 def score_file(path: str | Path) -> dict[str, Any]:
     """Score a predictions JSONL file; errors name the file and its line."""
-    return _score([(f"{path}:{number}", row) for number, row in read_jsonl(path)])
+    rows = read_jsonl(path)
+    if not rows:
+        raise InputError(f"{path}: no rows to score (the file is empty)")
+    return _score([(f"{path}:{number}", row) for number, row in rows])
 
 
 def _score(rows: list[tuple[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        raise InputError("no rows to score")
     tasks = [check_row(row, where) for where, row in rows]  # all rows valid before any counting
     counts = {mode: {task: [0, 0, 0] for task in TASKS} for mode in MODES}
-    errors = {"prediction": 0, "gold": 0, "prediction_lines": 0, "gold_lines": 0}
+    # Unparseable relation lines (duplicates counted) and all relation lines, per mode and side.
+    errors = {
+        mode: {"prediction": 0, "gold": 0, "prediction_lines": 0, "gold_lines": 0} for mode in MODES
+    }
     for task, (_, row) in zip(tasks, rows, strict=True):
         for mode in MODES:
             result = compare_row(task, row["completion"], row["prediction"], mode == "normalized")
@@ -148,12 +175,14 @@ def _score(rows: list[tuple[str, Any]]) -> dict[str, Any]:
             total[0] += result.tp
             total[1] += result.fp
             total[2] += result.fn
-        if task == "relation":
+            if task != "relation":
+                continue
             for side, text in (("prediction", row["prediction"]), ("gold", row["completion"])):
-                bad, lines = count_unparseable(text)
-                errors[side] += bad
-                errors[f"{side}_lines"] += lines
+                bad, lines = count_unparseable(text, mode == "normalized")
+                errors[mode][side] += bad
+                errors[mode][f"{side}_lines"] += lines
 
+    with_rows = [task for task in TASKS if task in tasks]
     metrics: dict[str, Any] = {}
     for mode in MODES:
         per_task = {task: prf(*counts[mode][task]) for task in TASKS}
@@ -161,10 +190,11 @@ def _score(rows: list[tuple[str, Any]]) -> dict[str, Any]:
         metrics[mode] = {
             "per_task": per_task,
             "micro": micro,
-            "macro_f1": sum(per_task[task]["f1"] for task in TASKS) / len(TASKS),
+            "macro_f1": sum(per_task[task]["f1"] for task in with_rows) / len(with_rows),
+            "macro_tasks": with_rows,
+            "format_errors": errors[mode],
         }
-    # Unparseable relation lines (duplicates counted) and all relation lines, per side.
-    metrics["format_errors"] = errors
+    metrics["format_errors"] = errors["strict"]  # the template's own rule, as reports show it
     metrics["rows"] = {task: tasks.count(task) for task in TASKS}
     return metrics
 
@@ -182,14 +212,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from eval.files import atomic_write_text
+
     try:
+        if args.out is not None and args.out.is_dir():
+            raise InputError(f"--out {args.out}: is a directory; name a file to write")
         metrics = score_file(args.predictions)
+        text = json.dumps(metrics, indent=2)
+        if args.out:
+            atomic_write_text(args.out, text + "\n")
     except (InputError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = json.dumps(metrics, indent=2)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    for task, count in metrics["rows"].items():
+        if not count:
+            print(f"note: no {task} rows; {task} is left out of macro F1", file=sys.stderr)
     return 0

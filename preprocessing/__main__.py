@@ -1,5 +1,6 @@
 """python -m preprocessing build-bc5cdr PUBTATOR [PUBTATOR ...] --out FILE
-python -m preprocessing prepare INPUT --out DIR [--seed 42] [--allow-rejects] ..."""
+python -m preprocessing prepare INPUT --out DIR [--seed 42] [--allow-rejects] ...
+python -m preprocessing prepare-bc5cdr --train PUBTATOR [...] --test PUBTATOR [...] --out DIR"""
 
 from __future__ import annotations
 
@@ -65,6 +66,49 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_comparable(args: argparse.Namespace) -> int:
+    from preprocessing.comparable import prepare_comparable
+
+    missing = [path for path in [*args.train, *args.test] if not path.is_file()]
+    if missing:
+        print(f"error: PubTator file(s) not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return EXIT_MISSING
+    try:
+        manifest = prepare_comparable(
+            args.train,
+            args.test,
+            args.out,
+            seed=args.seed,
+            system_prompt=args.system_prompt,
+            keep_none_relations=args.keep_none_relations,
+        )
+    except (ValueError, RejectedRowsError) as err:  # malformed PubTator, overlap, rejects
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(summary(manifest, args.out))
+    block = manifest["comparable"]
+    print(
+        f"comparable setting: {block['test_documents']} held-out documents are the test split; "
+        f"train + validation come from {block['train_documents']} training documents"
+    )
+    return 0
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    parser.add_argument(
+        "--system-prompt",
+        default=DEFAULT_SYSTEM_PROMPT,
+        metavar="TEXT",
+        help="system turn of every chat row ('' for none); default: the seed's prompt",
+    )
+    parser.add_argument(
+        "--keep-none-relations",
+        action="store_true",
+        help="keep relation lines with a None argument in the targets (dropped by default)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m preprocessing",
@@ -87,24 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     prep.add_argument("input", type=Path, metavar="INPUT")
     prep.add_argument("--out", type=Path, required=True, metavar="DIR")
-    prep.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     prep.add_argument(
         "--allow-rejects",
         action="store_true",
         help="finish even if lines are rejected (they still go to DIR/rejects.jsonl)",
     )
-    prep.add_argument(
-        "--system-prompt",
-        default=DEFAULT_SYSTEM_PROMPT,
-        metavar="TEXT",
-        help="system turn of every chat row ('' for none); default: the seed's prompt",
-    )
-    prep.add_argument(
-        "--keep-none-relations",
-        action="store_true",
-        help="keep relation lines with a None argument in the targets (dropped by default)",
-    )
+    _common_options(prep)
     prep.set_defaults(run=_prepare)
+
+    comparable = commands.add_parser(
+        "prepare-bc5cdr",
+        help="the comparable setting: train/validation from --train PubTator files, test = "
+        "exactly the documents of --test (by PMID); writes DIR/instructions.jsonl and the splits",
+    )
+    comparable.add_argument("--train", type=Path, nargs="+", required=True, metavar="PUBTATOR")
+    comparable.add_argument("--test", type=Path, nargs="+", required=True, metavar="PUBTATOR")
+    comparable.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _common_options(comparable)
+    comparable.set_defaults(run=_prepare_comparable)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -45,8 +45,13 @@ def read_pubtator(path: Path) -> list[Document]:
             docs.append(by_pmid[pmid])
         return by_pmid[pmid]
 
-    with open(path, encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, 1):
+    with open(path, "rb") as handle:  # decoded line by line: an error names its line
+        for lineno, raw_bytes in enumerate(handle, 1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as err:
+                byte = raw_bytes[err.start]
+                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte 0x{byte:02x})") from None
             line = raw.rstrip("\r\n")
             if not line.strip():
                 continue

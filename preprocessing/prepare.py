@@ -266,6 +266,19 @@ def split_abstracts(doc_tasks: dict[str, set[str]], seed: int) -> dict[str, str]
     return assignment
 
 
+def split_fixed_test(
+    doc_tasks: dict[str, set[str]], test_doc_ids: set[str], seed: int
+) -> dict[str, str]:
+    """doc_id -> split when the test abstracts are named (the comparable setting): those are
+    test; the others are split as split_abstracts would, its test share going to train (so
+    validation is ~10 % of them, train ~90 %)."""
+    rest = {doc: tasks for doc, tasks in doc_tasks.items() if doc not in test_doc_ids}
+    assignment = {doc: "test" for doc in doc_tasks if doc in test_doc_ids}
+    for doc, split in split_abstracts(rest, seed).items():
+        assignment[doc] = "validation" if split == "validation" else "train"
+    return assignment
+
+
 # ---- writing --------------------------------------------------------------------------------
 
 
@@ -349,8 +362,8 @@ def _report(manifest: dict[str, Any], rejects: list, findings: list, repairs: li
         out.append(f"| {split} | " + " | ".join(cells) + f" | {manifest['abstracts'][split]} |")
     out += [
         "",
-        "Split 80/10/10 by abstract (all tasks of an abstract in one split), stratified by the "
-        "abstract's set of tasks. Abstracts shared between splits: "
+        f"Split: {manifest.get('split', '80/10/10 by abstract')} (all tasks of an abstract in "
+        "one split), stratified by the abstract's set of tasks. Abstracts shared between splits: "
         + ", ".join(f"{pair} {n}" for pair, n in manifest["overlap"].items())
         + ".",
         "",
@@ -393,8 +406,10 @@ def prepare(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     keep_none_relations: bool = False,
     show_progress: bool = True,
+    test_doc_ids: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Validate, repair, split and write ``out_dir``; returns the manifest.
+    """Validate, repair, split and write ``out_dir``; returns the manifest. With
+    ``test_doc_ids`` (doc ids of abstracts) those abstracts are the test split (split_fixed_test).
 
     Raises MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
     ``allow_rejects`` is off (then only rejects.jsonl is written, nothing a trainer would read).
@@ -414,7 +429,12 @@ def prepare(
     doc_tasks: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         doc_tasks[row.doc_id].add(row.task)
-    assignment = split_abstracts(doc_tasks, seed)
+    if test_doc_ids is None:
+        assignment = split_abstracts(doc_tasks, seed)
+        split_rule = "80/10/10 by abstract"
+    else:
+        assignment = split_fixed_test(doc_tasks, test_doc_ids, seed)
+        split_rule = "named test abstracts; the others 90/10 train/validation by abstract"
     by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
     for row in rows:
         by_split[assignment[row.doc_id]].append(row)
@@ -425,6 +445,7 @@ def prepare(
     manifest: dict[str, Any] = {
         "input": {"path": input_path.as_posix(), "sha256": sha256_hex(data), "bytes": len(data)},
         "seed": seed,
+        "split": split_rule,
         "system_prompt": system_prompt,
         "keep_none_relations": keep_none_relations,
         "rows_in": len(rows) + len(rejects),

@@ -104,8 +104,14 @@ def parse_items(text: str) -> list[str]:
     return items
 
 
-def parse_relation(item: str) -> tuple[str, str] | None:
-    """'Chemical X influences disease Y' -> ('X', 'Y'); anything else -> None (a format error)."""
+def parse_relation(item: str, collapse_whitespace: bool = False) -> tuple[str, str] | None:
+    """'Chemical X influences disease Y' -> ('X', 'Y'); anything else -> None (a format error).
+
+    The template's single spaces are required unless `collapse_whitespace` (normalized scoring):
+    then runs of whitespace count as one space ('Chemical  X  influences  disease  Y' parses).
+    """
+    if collapse_whitespace:
+        item = " ".join(item.split())
     match = _RELATION.fullmatch(item.strip())
     if not match:
         return None

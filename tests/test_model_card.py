@@ -42,6 +42,7 @@ def fake_metrics(test_rows: list[dict], right_every: int) -> dict:
     ]
     metrics = score_rows(predictions)
     metrics.update(rows_evaluated=len(predictions), rows_in_split=len(predictions), backend="hf")
+    metrics["split_sha256"] = "ab" * 32  # both scored on one test file: comparable
     return metrics
 
 
@@ -116,6 +117,12 @@ def test_model_index_equals_metrics_json(run, processed_sample):
     ]
     assert "| disease | " + " | ".join(f"{v:.3f}" for v in f1) + " |" in body
     assert "mean nothing about extraction quality" in body  # tiny-cpu says so
+
+    # A base scored on another test file is not set beside the run.
+    (base_dir / "metrics.json").write_text(json.dumps(base | {"split_sha256": "cd" * 32}))
+    _, body = split_card(write_model_card(run).read_text("utf-8"))
+    assert "| disease | " + " | ".join(f"{v:.3f}" for v in f1) + " |" not in body
+    assert "No base-model evaluation on the same test file and rows" in body
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The scorer against every rule of the definition in issue 4 (and the README)."""
+"""The scorer against every rule of its definition (README, "Scoring definition")."""
 
 from __future__ import annotations
 
@@ -178,14 +178,33 @@ def test_an_unparseable_gold_line_cannot_be_matched_even_by_itself() -> None:
         "Chemical lithium influences disease",
         "Chemicals lithium influences disease tremor",
         "The chemical lithium influences disease tremor",
-        "Chemical lithium influences  disease tremor",  # the template has single spaces
-        "Chemical lithium\tinfluences disease tremor",
     ],
 )
 def test_lines_off_the_template_are_unparseable(line: str) -> None:
     gold = "- Chemical lithium influences disease tremor"
-    assert counts("relation", gold, f"- {line}", "normalized") == (0, 1, 1)
+    for mode in ("strict", "normalized"):
+        assert counts("relation", gold, f"- {line}", mode) == (0, 1, 1)
+        assert score_rows([row("relation", gold, line)])[mode]["format_errors"]["prediction"] == 1
     assert score_rows([row("relation", gold, line)])["format_errors"]["prediction"] == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Chemical lithium influences  disease tremor",
+        "Chemical  lithium  influences  disease  tremor",
+        "Chemical lithium\tinfluences disease tremor",
+        "Chemical lithium influences\u00a0disease tremor",
+    ],
+)
+def test_whitespace_runs_parse_in_normalized_mode_only(line: str) -> None:
+    gold = "- Chemical lithium influences disease tremor"
+    assert counts("relation", gold, f"- {line}", "strict") == (0, 1, 1)
+    assert counts("relation", gold, f"- {line}", "normalized") == (1, 0, 0)
+    result = score_rows([row("relation", gold, line)])
+    assert result["strict"]["format_errors"]["prediction"] == 1
+    assert result["normalized"]["format_errors"]["prediction"] == 0
+    assert result["format_errors"] == result["strict"]["format_errors"]  # the template's rule
 
 
 def test_entity_lines_are_never_format_errors() -> None:
@@ -254,7 +273,13 @@ def test_output_shape() -> None:
     result = score_rows([row("chemical", "- a", "- a")])
     assert {"strict", "normalized", "format_errors"} <= set(result)
     for mode in ("strict", "normalized"):
-        assert set(result[mode]) == {"per_task", "micro", "macro_f1"}
+        assert set(result[mode]) == {
+            "per_task",
+            "micro",
+            "macro_f1",
+            "macro_tasks",
+            "format_errors",
+        }
         assert set(result[mode]["per_task"]) == {"chemical", "disease", "relation"}
         assert set(result[mode]["micro"]) == {"precision", "recall", "f1", "tp", "fp", "fn"}
 
@@ -319,3 +344,65 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"{path}:1: not valid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+def run_score(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "eval", "score", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_cli_bad_bytes_deep_nesting_and_directory_out_are_one_line_errors(
+    tmp_path: Path,
+) -> None:
+    good = json.dumps(row("chemical", "- a", "- a"))
+    latin1 = tmp_path / "latin1.jsonl"
+    # Latin-1 bytes for "caf\u00e9" on line 2: 0xe9 is no UTF-8 here.
+    latin1.write_bytes(good.encode() + b"\n" + good.encode().replace(b"- a", b"- caf\xe9") + b"\n")
+    deep = write_lines(tmp_path / "deep.jsonl", [good, "[" * 100_000 + "]" * 100_000])
+    ok = write_lines(tmp_path / "ok.jsonl", [good])
+    cases = [
+        ((latin1,), f"{latin1}:2: not UTF-8 (byte 0xe9"),
+        ((deep,), f"{deep}:2: JSON nested too deeply"),
+        ((ok, "--out", tmp_path), f"--out {tmp_path}: is a directory"),
+    ]
+    for args, message in cases:
+        done = run_score(*args)
+        assert done.returncode == 2, args
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not done.stdout  # nothing printed as if it had worked
+
+
+def test_empty_file_is_reported_not_scored(tmp_path: Path) -> None:
+    empty = write_lines(tmp_path / "empty.jsonl", ["", "  "])
+    with pytest.raises(InputError, match="no rows to score"):
+        score_file(empty)
+    done = run_score(empty)
+    assert done.returncode == 2 and f"{empty}: no rows to score" in done.stderr
+    with pytest.raises(InputError, match="no rows"):
+        score_rows([])
+
+
+def test_a_task_without_rows_is_left_out_of_the_macro_average(tmp_path: Path) -> None:
+    rows = [row("chemical", "- a\n- b", "- a"), row("disease", "- x", "- x")]
+    result = score_rows(rows)
+    for mode in ("strict", "normalized"):
+        assert result[mode]["macro_tasks"] == ["chemical", "disease"]
+        assert result[mode]["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert result["rows"] == {"chemical": 1, "disease": 1, "relation": 0}
+    path = write_lines(tmp_path / "two.jsonl", [json.dumps(r) for r in rows])
+    done = run_score(path)
+    assert done.returncode == 0
+    assert "no relation rows; relation is left out of macro F1" in done.stderr
+
+
+def test_cli_out_is_written_atomically(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "p.jsonl", [json.dumps(row("disease", "- a", "- a"))])
+    out = tmp_path / "deeper" / "m.json"
+    assert run_score(path, "--out", out).returncode == 0
+    assert json.loads(out.read_text())["rows"]["disease"] == 1
+    assert [p.name for p in out.parent.iterdir()] == ["m.json"]  # no temporary left behind

@@ -138,6 +138,12 @@ def test_parse_relation(item: str, pair: tuple[str, str] | None) -> None:
     assert parse_relation(item) == pair
 
 
+def test_parse_relation_collapses_whitespace_only_when_asked() -> None:
+    item = "Chemical  lithium\tcarbonate  influences \u00a0disease  renal   failure"
+    assert parse_relation(item) is None  # the template's single spaces (strict)
+    assert parse_relation(item, collapse_whitespace=True) == ("lithium carbonate", "renal failure")
+
+
 @pytest.mark.parametrize(
     "raw, expected",
     [
