@@ -184,8 +184,10 @@ def test_our_side_goes_through_the_launcher_with_only_model_steps_and_plugin_cha
     run_dir = REPO / ours["run_dir"]
     assert (run_dir / "adapter_config.json").is_file()  # a normal, finished run
     config = ours["config"]
+    # The recipe's own plugins, then the timing plugin appended.
     assert config["max_steps"] == 3 and config["plugins"] == [
-        "bench.axolotl_plugin.BenchTimingPlugin"
+        "training.axolotl_plugin.RunPlugin",
+        "bench.axolotl_plugin.BenchTimingPlugin",
     ]
     assert ours["timing"]["examples"] == 2 * 4 * 4  # tiny-cpu: micro-batch 4 x accumulation 4
     assert ours["timing"]["real_tokens"] > 0
