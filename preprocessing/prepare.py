@@ -27,6 +27,21 @@ from typing import Any
 
 from tqdm import tqdm
 
+from preprocessing.checks import (
+    control_characters,
+    describe_controls,
+    estimated_tokens,
+    longest_sequence_len,
+    sniff_encoding,
+)
+from preprocessing.errors import (
+    EncodingError,
+    MissingInputError,
+    PrepareError,
+    RejectedRowsError,
+    TooLittleDataError,
+)
+from preprocessing.paths import check_output, discard, publish, read_input, staging_dir
 from preprocessing.task import (
     DEFAULT_SYSTEM_PROMPT,
     TASKS,
@@ -43,6 +58,8 @@ FINDING_KINDS: tuple[str, ...] = (
     "repeated_item",
     "case_variants",
     "malformed_relation",
+    "control_characters",
+    "long_row",
 )
 OUTPUT_FILES: tuple[str, ...] = (
     *(f"{split}.jsonl" for split in SPLITS),
@@ -57,18 +74,10 @@ HOW_TO_GET_DATA = (
 )
 # How many rejects the error message lists one by one; all of them are in rejects.jsonl.
 SHOWN_REJECTS = 20
-
-
-class MissingInputError(FileNotFoundError):
-    """The input file does not exist; the message says how to obtain or build it."""
-
-
-class RejectedRowsError(ValueError):
-    """Some lines were rejected and ``allow_rejects`` was off; the message names the lines."""
-
-    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.manifest = manifest
+# Each split needs at least one abstract: an empty validation split crashes Axolotl's eval, an
+# empty test split leaves nothing to score.
+MIN_ABSTRACTS = len(SPLITS)
+__all__ = ["MissingInputError", "PrepareError", "RejectedRowsError", "prepare", "is_stale"]
 
 
 @dataclass
@@ -127,6 +136,10 @@ def _check_line(text: str, seen: dict[str, tuple[int, str]]) -> tuple[Row | None
     task, abstract = parsed
     if not abstract.strip():
         return None, f"{task} prompt with an empty abstract"
+    for key in ("prompt", "completion"):
+        if "\x00" in obj[key]:
+            where = obj[key].index("\x00")
+            return None, f"NUL character (\\u0000) in '{key}' at character {where}"
     if prompt in seen:
         first_line, first_completion = seen[prompt]
         same = "same completion" if completion == first_completion else "conflicting completion"
@@ -187,9 +200,21 @@ def find_issues(row: Row) -> list[dict[str, Any]]:
     def add(kind: str, detail: str) -> None:
         found.append({"line": row.line, "task": row.task, "kind": kind, "detail": detail})
 
+    for name in ("prompt", "completion"):
+        controls = control_characters(getattr(row, name))
+        if controls:
+            add("control_characters", describe_controls(name, controls))
+    longest, recipe = longest_sequence_len()
+    tokens = estimated_tokens(row.prompt, row.completion)
+    if tokens > longest:
+        add(
+            "long_row",
+            f"~{tokens:,} tokens (UTF-8 bytes / 4) > sequence_len {longest:,} of {recipe}, "
+            "the longest of any recipe: every recipe would drop it",
+        )
     items = parse_items(row.completion)
     if not items:
-        add("empty_target", repr(row.completion))
+        add("empty_target", repr(row.completion[:200]))
     for item, count in Counter(items).items():
         if count > 1:
             add("repeated_item", f"{item!r} x{count}")
@@ -396,13 +421,21 @@ def prepare(
 ) -> dict[str, Any]:
     """Validate, repair, split and write ``out_dir``; returns the manifest.
 
-    Raises MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
-    ``allow_rejects`` is off (then only rejects.jsonl is written, nothing a trainer would read).
+    Raises a PrepareError (one line, naming the file) for every problem the user can fix:
+    MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
+    ``allow_rejects`` is off (then ``out_dir`` holds only rejects.jsonl, nothing a trainer would
+    read), others for an unusable path, a file in another encoding, or too few abstracts. The
+    directory is replaced as a whole, only once this run's output is complete.
     """
     input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise MissingInputError(f"{input_path}: input file not found. {HOW_TO_GET_DATA}")
-    data = input_path.read_bytes()
+    check_output(out_dir)
+    data = read_input(input_path, HOW_TO_GET_DATA)
+    encoding = sniff_encoding(data)
+    if encoding is not None:
+        what, fix = encoding
+        if fix.startswith("iconv"):
+            fix = f"convert it: {fix} {input_path} > converted.jsonl"
+        raise EncodingError(f"{input_path}: the file is {what}, not UTF-8 JSONL: {fix}")
     rows, rejects, blank = read_rows(data, show_progress)
 
     findings = [finding for row in rows for finding in find_issues(row)]
@@ -418,15 +451,56 @@ def prepare(
     by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
     for row in rows:
         by_split[assignment[row.doc_id]].append(row)
+    manifest = _manifest(input_path, data, rows, rejects, blank, by_split, doc_tasks)
+    manifest.update(seed=seed, system_prompt=system_prompt)
+    manifest.update(keep_none_relations=keep_none_relations, repairs=len(repairs))
+    manifest["findings"] = {
+        kind: sum(f["kind"] == kind for f in findings) for kind in FINDING_KINDS
+    }
+    if not rejects or allow_rejects:
+        _check_enough(input_path, manifest, len(doc_tasks))
+
+    staging = staging_dir(out_dir)
+    try:
+        _write(staging / "rejects.jsonl", _jsonl(rejects))
+        if rejects and not allow_rejects:
+            publish(staging, out_dir)
+            raise RejectedRowsError(
+                _rejects_message(input_path, out_dir, manifest, rejects), manifest
+            )
+        for split in SPLITS:
+            records = [chat_row(row, system_prompt) for row in by_split[split]]
+            manifest["files"][f"{split}.jsonl"] = _write(
+                staging / f"{split}.jsonl", _jsonl(records)
+            )
+        manifest["files"]["repairs.jsonl"] = _write(staging / "repairs.jsonl", _jsonl(repairs))
+        manifest["files"]["findings.jsonl"] = _write(staging / "findings.jsonl", _jsonl(findings))
+        (staging / "report.md").write_text(_report(manifest, rejects, findings, repairs), "utf-8")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        publish(staging, out_dir)
+    finally:
+        discard(staging)  # a no-op once published
+    return manifest
+
+
+def _manifest(
+    input_path: Path,
+    data: bytes,
+    rows: list[Row],
+    rejects: list[dict[str, Any]],
+    blank: int,
+    by_split: dict[str, list[Row]],
+    doc_tasks: dict[str, set[str]],
+) -> dict[str, Any]:
+    """The counts of one run (seed, options, findings and files are added by the caller)."""
     docs = {split: {row.doc_id for row in by_split[split]} for split in SPLITS}
     # Overlap is measured on the abstracts' text itself, not on the ids the split was made from.
     texts = {split: {_abstract_key(row.prompt) for row in by_split[split]} for split in SPLITS}
-
-    manifest: dict[str, Any] = {
+    return {
         "input": {"path": input_path.as_posix(), "sha256": sha256_hex(data), "bytes": len(data)},
-        "seed": seed,
-        "system_prompt": system_prompt,
-        "keep_none_relations": keep_none_relations,
+        "seed": None,
+        "system_prompt": None,
+        "keep_none_relations": None,
         "rows_in": len(rows) + len(rejects),
         "rows_kept": len(rows),
         "rows_rejected": len(rejects),
@@ -455,35 +529,41 @@ def prepare(
             "validation/test": len(texts["validation"] & texts["test"]),
         },
         "rejects": len(rejects),
-        "repairs": len(repairs),
+        "repairs": None,
         "targets_emptied_by_repairs": sum(
             1 for row in rows if row.repairs and not parse_items(row.completion)
         ),
-        "findings": {kind: sum(f["kind"] == kind for f in findings) for kind in FINDING_KINDS},
+        "findings": {},
         "files": {},
     }
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write(out_dir / "rejects.jsonl", _jsonl(rejects))
-    if rejects and not allow_rejects:
-        message = "\n".join(
-            [
-                f"{input_path}: {len(rejects)} line(s) rejected; nothing written but rejects.jsonl",
-                _count_line(manifest),
-                *_reject_lines(rejects, out_dir),
-                "Fix those lines, or rerun with --allow-rejects to go on without them.",
-            ]
-        )
-        raise RejectedRowsError(message, manifest)
 
-    for split in SPLITS:
-        records = [chat_row(row, system_prompt) for row in by_split[split]]
-        manifest["files"][f"{split}.jsonl"] = _write(out_dir / f"{split}.jsonl", _jsonl(records))
-    manifest["files"]["repairs.jsonl"] = _write(out_dir / "repairs.jsonl", _jsonl(repairs))
-    manifest["files"]["findings.jsonl"] = _write(out_dir / "findings.jsonl", _jsonl(findings))
-    (out_dir / "report.md").write_text(_report(manifest, rejects, findings, repairs), "utf-8")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-    return manifest
+def _check_enough(input_path: Path, manifest: dict[str, Any], abstracts: int) -> None:
+    """Stop before writing when a split would be empty (Axolotl fails on it much later)."""
+    counts = _count_line(manifest)
+    if not manifest["rows_kept"]:
+        what = "is empty" if not manifest["input"]["bytes"] else "has no rows to keep"
+        blank = f", {manifest['blank_lines']} blank lines" if manifest["blank_lines"] else ""
+        raise TooLittleDataError(f"{input_path}: {what} ({counts}{blank}): nothing to train on")
+    if abstracts < MIN_ABSTRACTS:
+        raise TooLittleDataError(
+            f"{input_path}: only {abstracts} abstract(s) ({counts}); at least {MIN_ABSTRACTS} are "
+            "needed, one each for train, validation and test"
+        )
+
+
+def _rejects_message(
+    input_path: Path, out_dir: Path, manifest: dict[str, Any], rejects: list[dict[str, Any]]
+) -> str:
+    return "\n".join(
+        [
+            f"{input_path}: {len(rejects)} line(s) rejected; {out_dir} now holds only "
+            "rejects.jsonl",
+            _count_line(manifest),
+            *_reject_lines(rejects, out_dir),
+            "Fix those lines, or rerun with --allow-rejects to go on without them.",
+        ]
+    )
 
 
 def is_stale(
