@@ -29,7 +29,10 @@ from typing import Any
 
 import yaml
 
+from preprocessing.errors import PrepareError
+from training import preflight
 from training.build_model import REPO, SAMPLE_DATA, TINY_OUT, build_tiny
+from training.row_lengths import report_long_rows
 
 RECIPES = REPO / "recipes"
 RUNS = REPO / "runs"
@@ -518,7 +521,7 @@ def train(
             overrides,
             Path(runs_dir),
         )
-    except TrainError as err:
+    except (TrainError, PrepareError, preflight.PreflightError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
 
@@ -564,13 +567,18 @@ def _train(
         for item in overrides or []:
             key, value = _parse_override(item)
             config[key] = value
+        preflight.check(config, record["recipe"], gpus, token)
         config["resume_from_checkpoint"] = _rel(checkpoint)
         _say(f"resuming from {_rel(checkpoint)}")
         _update_json(record_path, hub_repo=repo, status="running", resumed=_now())
     else:
         recipe_file = recipe_path(recipe)
         recipe_config = load_yaml(recipe_file)
+        parsed = [_parse_override(item) for item in overrides or []]
+        planned = preflight.planned_config(recipe_config, base_model, parsed)
+        preflight.check(planned, recipe_file.stem, gpus, token)  # before anything is written
         manifest = ensure_processed(data, processed)
+        report_long_rows(planned, processed, _say)
         run_dir = _new_run_dir(runs_dir, recipe_file.stem)
         repo = hub_repo(run_dir.name, token)
         config = resolve_config(
