@@ -69,7 +69,8 @@ demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval repor
 	$(PYTHON) -m training demo
 
 eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (LIMIT=N rows)
-	$(PYTHON) -m eval generate --run $(RUN) $(if $(LIMIT),--limit $(LIMIT)) $(if $(MERGED),--merged)
+	$(PYTHON) -m eval generate $(if $(RUN),--run $(RUN)) $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(MERGED),--merged)
 
 eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
 	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
@@ -78,13 +79,18 @@ compare: $(SETUP)  ## one table (+ PNG) over every evaluated run
 	$(PYTHON) -m eval compare runs
 
 merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
+	@if [ -z "$(RUN)" ]; then \
+		echo "error: which run? pass RUN=runs/<dir> (make merge RUN=runs/<dir>)" >&2; \
+		ls -dt runs/*/ 2>/dev/null | head -5 | sed 's|/$$||; s|^|  make merge RUN=|' >&2; \
+		exit 2; \
+	fi
 	$(PYTHON) -m training merge $(RUN)
 
 extract: $(SETUP)  ## chemicals, diseases, relations as JSON from TEXT=file (.txt/.jsonl; default stdin)
-	$(PYTHON) -m eval extract --run $(RUN) --text $(or $(TEXT),-) --json
+	$(PYTHON) -m eval extract $(if $(RUN),--run $(RUN)) --text $(or $(TEXT),-) --json
 
 serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
-	$(PYTHON) -m eval serve --run $(RUN) --host $(HOST) --port $(PORT)
+	$(PYTHON) -m eval serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
 
 test: $(SETUP)  ## the whole test suite (CPU)
 	$(PYTHON) -m ruff check .

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from eval.runs import add_run_argument, no_run_message
 from eval.score import InputError, check_row, read_jsonl, score_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -692,8 +693,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="run directory runs/<recipe>-<stamp>")
+    which = parser.add_mutually_exclusive_group()  # neither: main() lists the runs to pick from
+    add_run_argument(which)
     which.add_argument(
         "--base",
         metavar="RECIPE",
@@ -723,6 +724,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.run is None and args.base is None:
+        print(no_run_message("eval", args.runs_dir), file=sys.stderr)
+        return 2
     try:
         if args.run is not None:
             if args.processed is not None:

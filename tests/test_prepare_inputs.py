@@ -255,3 +255,16 @@ def test_rerun_replaces_the_directory_whole(tmp_path: Path) -> None:
     assert read_jsonl(out / "rejects.jsonl") == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["path"].endswith("b.jsonl") and manifest["rows_rejected"] == 0
+
+
+def test_make_train_on_an_empty_file_stops_before_a_run(tmp_path: Path) -> None:
+    """The launcher prepares stale data itself: the same one-line error, no run directory."""
+    src = write(tmp_path / "in.jsonl", ["", "  "])
+    result = conftest.run_cli(
+        ["training", "train", "tiny-cpu", "--data", src, "--processed", tmp_path / "p",
+         "--runs-dir", tmp_path / "runs"],
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert f"error: {src}: has no rows to keep (rows in: 0" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
