@@ -13,6 +13,11 @@ MODES = ("normalized", "strict")
 TINY_RECIPE = "tiny-cpu"
 WORST_EXAMPLES = 10
 ITEMS_SHOWN = 12  # per list of false positives / negatives in the worst examples
+# How each answer ended (Generation.finish_reason), as the worst examples say it.
+FINISH_NOTES = {
+    "stop": "ended its turn",
+    "length": "cut off at max_new_tokens",
+}
 
 
 def is_tiny(metrics: dict[str, Any]) -> bool:
@@ -92,7 +97,8 @@ def _worst_examples(predictions: list[dict]) -> list[str]:
             more = f" … and {len(items) - ITEMS_SHOWN} more" if len(items) > ITEMS_SHOWN else ""
             lines.append(f"- {title}: {shown}{more}")
         excerpt = row["prediction"][:300] + ("…" if len(row["prediction"]) > 300 else "")
-        lines.append(f"- Raw prediction ({row.get('finish_reason', '?')}): {_code(excerpt)}")
+        finish = FINISH_NOTES.get(row.get("finish_reason"), row.get("finish_reason", "?"))
+        lines.append(f"- Raw prediction ({finish}): {_code(excerpt)}")
         sections.append("\n".join(lines) + "\n")
     return sections
 
@@ -173,6 +179,9 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
         "",
         f"## Worst examples (normalized, top {WORST_EXAMPLES} by fp + fn)",
         "",
+        "Each shows the model's raw answer (first 300 characters) and how it ended: it ended its "
+        "turn, or was cut off at max_new_tokens (then its last item is likely incomplete).",
+        "",
     ]
     parts += _worst_examples(predictions) or ["No errors."]
     return "\n".join(parts).rstrip() + "\n"
@@ -218,11 +227,13 @@ def write_plot(out_dir: Path, metrics: dict[str, Any]) -> Path:
         axis.set_xticks(range(len(groups)), groups)
         axis.set_title(f"{mode} (macro F1 {metrics[mode]['macro_f1']:.3f})")
         axis.set_ylim(0, 1.05)
+        axis.legend()  # on each panel: each can be read (and cropped) alone
     axes[0].set_ylabel("F1")
-    axes[0].legend()
     title = label_of(metrics)
     if is_tiny(metrics):
         title += ": random tiny model, numbers meaningless"
+    if metrics["rows_evaluated"] < metrics["rows_in_split"]:
+        title += f"\npartial: first {metrics['rows_evaluated']} of {metrics['rows_in_split']} rows"
     figure.suptitle(title)
     figure.tight_layout()
     path = out_dir / "f1.png"
@@ -246,9 +257,19 @@ REQUIRED_KEYS = (
 
 
 def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it."""
+    """Every run's full eval (runs_dir/*/eval/metrics.json), by run name; a run evaluated only
+    in part (--limit: eval-limit<N>/) shows with its newest partial eval, marked as partial.
+    A malformed metrics.json is an error naming it."""
     found = []
-    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []:
+        path = run_dir / "eval" / "metrics.json"
+        if not path.is_file():
+            partial = sorted(
+                run_dir.glob("eval-limit*/metrics.json"), key=lambda p: p.stat().st_mtime
+            )
+            if not partial:
+                continue
+            path = partial[-1]
         try:
             metrics = json.loads(path.read_text())
         except json.JSONDecodeError as error:
@@ -256,9 +277,23 @@ def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
         missing = [key for key in REQUIRED_KEYS if key not in metrics]
         if missing:
             raise ValueError(f"{path}: not written by `eval generate` (missing {missing})")
-        metrics["_name"] = path.parent.parent.name
+        metrics["_name"] = run_dir.name
         found.append(metrics)
     return found
+
+
+def compare_label(metrics: dict[str, Any]) -> str:
+    """A run's name with the notes compare.md gives it: tiny model, partial evaluation."""
+    label = metrics["_name"] + (" ⚠ tiny" if is_tiny(metrics) else "")
+    if metrics["rows_evaluated"] < metrics["rows_in_split"]:
+        label += f" ({metrics['rows_evaluated']} of {metrics['rows_in_split']} rows)"
+    return label
+
+
+COMPARE_NOTES = (
+    "⚠ tiny = random tiny CPU model, numbers meaningless. "
+    "(N of M rows) = partial evaluation (--limit): not comparable with full ones."
+)
 
 
 def render_compare(runs: list[dict[str, Any]]) -> str:
@@ -267,7 +302,7 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
         norm, strict, timing = m["normalized"], m["strict"], m["timing"]
         evaluated = str(m["rows_evaluated"])
         if m["rows_evaluated"] < m["rows_in_split"]:
-            evaluated += f" of {m['rows_in_split']}"
+            evaluated += f" of {m['rows_in_split']} (partial)"
         rows.append(
             [
                 m["_name"] + (" ⚠ tiny" if is_tiny(m) else ""),
@@ -301,8 +336,11 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
     )
     return (
         "# Evaluated runs\n\nF1 normalized unless marked strict; scoring rules in the README. "
-        "Compare only runs whose `split` (sha256 prefix of the test file) and rows match; "
-        "⚠ tiny = random tiny CPU model, numbers meaningless.\n\n" + table + "\n"
+        "Compare only runs whose `split` (sha256 prefix of the test file) and rows match. "
+        + COMPARE_NOTES
+        + "\n\n"
+        + table
+        + "\n"
     )
 
 
@@ -323,14 +361,18 @@ def write_compare(runs_dir: Path) -> tuple[Path, Path]:
             for g in groups
         ]
         positions = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(groups))]
-        bars = axis.bar(positions, values, width, label=m["_name"])
+        bars = axis.bar(positions, values, width, label=compare_label(m))
         axis.bar_label(bars, fmt="%.2f", fontsize=7)
     axis.set_xticks(range(len(groups)), groups)
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("F1 (normalized)")
     axis.set_title("F1 per task, every evaluated run")
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    figure.tight_layout()
+    if any(is_tiny(m) or m["rows_evaluated"] < m["rows_in_split"] for m in runs):
+        figure.text(0.01, 0.01, COMPARE_NOTES, fontsize=7, ha="left", va="bottom")
+        figure.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        figure.tight_layout()
     plot_path = runs_dir / "compare.png"
     figure.savefig(plot_path, dpi=110)
     plt.close(figure)
