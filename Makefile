@@ -34,7 +34,7 @@ export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data build-bc5cdr tiny-model train demo eval eval-base compare merge extract \
-        serve test lint docker-build docker-train bench-train bench-eval bench-recipes \
+        serve test lint docker-build docker-smoke docker-train bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
 
@@ -102,6 +102,9 @@ lint: $(SETUP)  ## ruff check + format check
 
 docker-build:  ## build the training image (docker/Dockerfile)
 	docker build -f docker/Dockerfile -t cdr-finetune:latest .
+
+docker-smoke: docker-build  ## build the image, then `make demo` inside it (CPU, offline): the image works
+	docker run --rm -e HF_HUB_OFFLINE=1 cdr-finetune:latest make demo PYTHON=python3
 
 docker-train:  ## make train inside the image, all GPUs, data/ runs/ and HF cache mounted
 	docker run --rm --gpus all --ipc=host -e HF_TOKEN -e HF_USERNAME -e WANDB_PROJECT \
