@@ -42,6 +42,8 @@ class HubState:
     requests: list[Request] = field(default_factory=list)
     repos: dict[str, dict[str, Any]] = field(default_factory=dict)
     commits: list[Commit] = field(default_factory=list)
+    # Models already on the hub: repo id -> the tokens granted access (None: not gated).
+    models: dict[str, set[str] | None] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,9 +76,30 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/whoami-v2":
             return self._reply(200, {"type": "user", "name": self.state.user, "orgs": []})
         repo = _repo_of(path, "/api/models/")
-        if repo in self.state.repos:
+        if path.endswith("/auth-check") and repo in self.state.models:
+            granted = self.state.models[repo]
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if granted is not None and token not in granted:
+                return self._gated(repo)
+            return self._reply(200, {"id": repo})
+        if repo in self.state.repos or repo in self.state.models:
             return self._reply(200, {"id": repo, "private": True, "sha": _sha(repo)})
+        if repo:
+            return self._error(404, "RepoNotFound", f"Repository {repo} not found")
         return self._reply(404, {"error": f"stand-in: no route for GET {path}"})
+
+    def _gated(self, repo: str) -> None:
+        self._error(403, "GatedRepo", f"Access to model {repo} is restricted.")
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        """An error as the real hub sends it: huggingface_hub reads X-Error-Code."""
+        data = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._record()
@@ -156,8 +179,8 @@ def _parse_commit(repo: str, body: bytes) -> Commit:
 class HubStandIn:
     """`with HubStandIn("user") as hub:` serves on hub.endpoint until the block ends."""
 
-    def __init__(self, user: str) -> None:
-        self.state = HubState(user)
+    def __init__(self, user: str, models: dict[str, set[str] | None] | None = None) -> None:
+        self.state = HubState(user, models=dict(models or {}))
         handler = type("Handler", (_Handler,), {"state": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -137,3 +137,29 @@ def test_the_launcher_reports_it_as_an_error_not_a_traceback(tmp_path, capsys):
     assert train("qwen7b-qlora", conftest.SAMPLE, tmp_path / "processed", runs_dir=runs) is None
     assert "error: qwen7b-qlora cannot train on this machine" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "base, token, expected",
+    [
+        ("meta-llama/Llama-3.2-3B-Instruct", "hf_granted", None),
+        ("meta-llama/Llama-3.2-3B-Instruct", "hf_not_granted",
+         "is gated and this token has no access: accept its licence on"),
+        ("Qwen/Qwen2.5-7B-Instruct", None, None),
+        ("someone/no-such-model", "hf_granted", "cannot be fetched: not found"),
+    ],
+)  # fmt: skip
+def test_hub_probe_against_a_stand_in_hub(monkeypatch, base, token, expected):
+    from hub_standin import HubStandIn
+    from huggingface_hub import constants
+
+    models = {"meta-llama/Llama-3.2-3B-Instruct": {"hf_granted"}, "Qwen/Qwen2.5-7B-Instruct": None}
+    with HubStandIn("tester", models) as hub:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        problems = preflight.base_model_problems(base, token, online_probe=True)
+    if expected is None:
+        assert problems == []
+    else:
+        (problem,) = problems
+        assert expected in problem and (token is None or token not in problem)

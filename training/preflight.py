@@ -173,24 +173,30 @@ def _cached(repo_id: str) -> bool:
 
 
 def _hub_access(repo_id: str, token: str | None) -> str:
-    """'' if the hub lets us download ``repo_id``, else why not (one line)."""
+    """'' if the hub lets us download ``repo_id``, else why not (one line, never the token)."""
     from huggingface_hub import HfApi
 
+    api = HfApi(token=token)  # the endpoint as now (huggingface_hub's module-level api is fixed)
     try:
-        HfApi(token=token).model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S, files_metadata=False)
-        from huggingface_hub import auth_check
-
-        auth_check(repo_id, token=token)
-    except ImportError:  # an older huggingface-hub without auth_check: model_info answered
-        return ""
-    except Exception as err:  # any failure is a reason; the token is never part of it
-        name = type(err).__name__
-        if name == "GatedRepoError":
-            return "gated"
-        if name == "RepositoryNotFoundError":
-            return "not found (a typo, or private and the token cannot see it)"
-        return f"hub unreachable ({name}: {str(err).splitlines()[0][:160] if str(err) else ''})"
+        api.model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as err:  # any failure is a reason
+        return _why(err)
+    try:
+        api.auth_check(repo_id)
+    except Exception as err:
+        # The hub answered model_info: only a refusal of this token is worth stopping for.
+        return "gated" if type(err).__name__ == "GatedRepoError" else ""
     return ""
+
+
+def _why(err: Exception) -> str:
+    name = type(err).__name__
+    if name == "GatedRepoError":
+        return "gated"
+    if name == "RepositoryNotFoundError":
+        return "not found (a typo, or private and the token cannot see it)"
+    first = str(err).splitlines()[0][:160] if str(err) else ""
+    return f"hub unreachable ({name}: {first})"
 
 
 def base_model_problems(base: str, token: str | None, online_probe: bool) -> list[str]:
