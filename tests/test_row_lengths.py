@@ -95,3 +95,6 @@ def test_unknown_template_falls_back_to_the_exact_path(tiny_model, processed_sam
         fast_lengths(config, chats)
     with pytest.raises(ValueError):  # Axolotl's own resolution refuses it too
         count_lengths(config, chats)
+    said: list[str] = []  # the launcher only advises: it says so and leaves it to Axolotl
+    assert report_long_rows(config, processed_sample, said.append) == {}
+    assert "not counted here: ValueError:" in said[0]

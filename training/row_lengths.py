@@ -168,11 +168,16 @@ def report_long_rows(
         return {}
     counts: dict[str, tuple[int, int]] = {}
     for role, path in files:
-        lengths = count_lengths(config, read_chats(path))
+        try:
+            lengths = count_lengths(config, read_chats(path))
+        except Exception as err:  # counting is advice: Axolotl itself will say what is wrong
+            lengths, why = None, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        else:
+            why = f"the tokenizer of {config.get('base_model')} is not on this machine yet"
         if lengths is None:
             say(
                 f"rows longer than sequence_len {limit} will be dropped by Axolotl; not counted "
-                f"here: the tokenizer of {config.get('base_model')} is not on this machine yet"
+                f"here: {why}"
             )
             return {}
         dropped = sum(length > limit for length in lengths)
