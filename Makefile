@@ -46,8 +46,8 @@ export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data data-comparable build-bc5cdr tiny-model train demo eval eval-base \
-        bc5cdr-eval compare merge extract serve test lint docker-build docker-train bench-run \
-        bench-train bench-eval bench-recipes \
+        bc5cdr-eval compare merge extract serve test lint docker-build docker-smoke docker-train \
+        bench-run bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
 
@@ -86,7 +86,8 @@ demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval repor
 	$(PYTHON) -m training demo
 
 eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (LIMIT=N rows)
-	$(PYTHON) -m eval generate --run $(RUN) $(if $(LIMIT),--limit $(LIMIT)) $(if $(MERGED),--merged)
+	$(PYTHON) -m eval generate $(if $(RUN),--run $(RUN)) $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(MERGED),--merged)
 
 eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
 	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
@@ -102,13 +103,18 @@ compare: $(SETUP)  ## one table (+ PNG) over every evaluated run
 	$(PYTHON) -m eval compare runs
 
 merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
+	@if [ -z "$(RUN)" ]; then \
+		echo "error: which run? pass RUN=runs/<dir> (make merge RUN=runs/<dir>)" >&2; \
+		ls -dt runs/*/ 2>/dev/null | head -5 | sed 's|/$$||; s|^|  make merge RUN=|' >&2; \
+		exit 2; \
+	fi
 	$(PYTHON) -m training merge $(RUN)
 
 extract: $(SETUP)  ## chemicals, diseases, relations as JSON from TEXT=file (.txt/.jsonl; default stdin)
-	$(PYTHON) -m eval extract --run $(RUN) --text $(or $(TEXT),-) --json
+	$(PYTHON) -m eval extract $(if $(RUN),--run $(RUN)) --text $(or $(TEXT),-) --json
 
 serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
-	$(PYTHON) -m eval serve --run $(RUN) --host $(HOST) --port $(PORT)
+	$(PYTHON) -m eval serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
 
 test: $(SETUP)  ## the whole test suite (CPU)
 	$(PYTHON) -m ruff check .
@@ -120,6 +126,9 @@ lint: $(SETUP)  ## ruff check + format check
 
 docker-build:  ## build the training image (docker/Dockerfile)
 	docker build -f docker/Dockerfile -t cdr-finetune:latest .
+
+docker-smoke: docker-build  ## build the image, then `make demo` inside it (CPU, offline): the image works
+	docker run --rm -e HF_HUB_OFFLINE=1 cdr-finetune:latest make demo PYTHON=python3
 
 docker-train:  ## make train inside the image, all GPUs, data/ runs/ and HF cache mounted
 	docker run --rm --gpus all --ipc=host -e HF_TOKEN -e HF_USERNAME -e WANDB_PROJECT \

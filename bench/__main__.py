@@ -243,6 +243,17 @@ def _max_new_tokens(run_dir: Path) -> int:
     return default_max_new_tokens(load_tokenizer(target), rows)
 
 
+def _metrics_path(run_dir: Path, limit: int | None) -> Path:
+    """Where `eval generate --run RUN [--limit N]` writes its metrics (eval-limitN/ for part)."""
+    from eval.generate import eval_dir, load_test_rows, resolve_run
+
+    full = run_dir / "eval"
+    if not limit:
+        return full / "metrics.json"
+    _, rows_in_split = load_test_rows(resolve_run(run_dir, None, merged=False).test_file, None)
+    return eval_dir(full, min(limit, rows_in_split), rows_in_split) / "metrics.json"
+
+
 def _reusable_eval(
     metrics_path: Path, args: argparse.Namespace, max_new: int, env: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -277,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run(py("bench.seed_eval", "--run", _rel(run_dir), "--rows", args.seed_rows,
            "--max-new-tokens", max_new, "--out", _rel(seed_json)))  # fmt: skip
     seed = json.loads(seed_json.read_text("utf-8"))
-    metrics_path = run_dir / "eval" / "metrics.json"
+    metrics_path = _metrics_path(run_dir, args.limit)
     ours = _reusable_eval(metrics_path, args, max_new, env)
     reused = ours is not None
     if not reused:
@@ -389,7 +400,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             if args.eval_rows:
                 eval_cmd += ["--limit", str(args.eval_rows)]
             run(eval_cmd)
-            metrics = json.loads((REPO / ours["run_dir"] / "eval" / "metrics.json").read_text())
+            metrics_path = _metrics_path(REPO / ours["run_dir"], args.eval_rows)
+            metrics = json.loads(metrics_path.read_text("utf-8"))
             keys = ("backend", "rows_evaluated", "max_new_tokens", "hit_max_new_tokens", "timing")
             entry["eval"] = {k: metrics.get(k) for k in keys}
             entry["success"] = True

@@ -23,13 +23,25 @@ REQUIRED_KEYS = (
 )
 
 
+def _metrics_file(run_dir: Path) -> Path | None:
+    """The run's full eval, else its newest partial one (--limit: eval-limit<N>/), else None."""
+    full = run_dir / "eval" / "metrics.json"
+    if full.is_file():
+        return full
+    partial = sorted(run_dir.glob("eval-limit*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return partial[-1] if partial else None
+
+
 def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every runs_dir/*/eval/metrics.json, by run name; a malformed one is an error naming it.
-    A run's official BC5CDR scores (eval/bc5cdr/bc5cdr.json) come along where it has them."""
+    """Every run's full eval (runs_dir/*/eval/metrics.json), by run name; a run evaluated only
+    in part shows with its newest partial eval, marked as partial. A malformed metrics.json is
+    an error naming it. A run's official BC5CDR scores (eval/bc5cdr/bc5cdr.json) come along
+    where it has them."""
     from eval.bc5cdr_report import read_official
 
     found = []
-    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
+    run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    for path in filter(None, map(_metrics_file, run_dirs)):
         try:
             metrics = json.loads(path.read_text())
         except json.JSONDecodeError as error:
@@ -73,7 +85,7 @@ def _compare_row(m: dict[str, Any]) -> list[Any]:
     norm, strict, timing = m["normalized"], m["strict"], m["timing"]
     evaluated = str(m["rows_evaluated"])
     if m["rows_evaluated"] < m["rows_in_split"]:
-        evaluated += f" of {m['rows_in_split']}"
+        evaluated += f" of {m['rows_in_split']} (partial)"
     return [
         m["_name"] + (" ⚠ tiny" if is_tiny(m) else ""),
         m.get("kind", "?"),
@@ -86,6 +98,20 @@ def _compare_row(m: dict[str, Any]) -> list[Any]:
         f"{m['backend']}, {timing['rows_per_second']} rows/s",
         _official_f1s(m.get("_official")),
     ]
+
+
+def compare_label(metrics: dict[str, Any]) -> str:
+    """A run's name with the notes compare.md gives it: tiny model, partial evaluation."""
+    label = metrics["_name"] + (" ⚠ tiny" if is_tiny(metrics) else "")
+    if metrics["rows_evaluated"] < metrics["rows_in_split"]:
+        label += f" ({metrics['rows_evaluated']} of {metrics['rows_in_split']} rows)"
+    return label
+
+
+COMPARE_NOTES = (
+    "⚠ tiny = random tiny CPU model, numbers meaningless. "
+    "(N of M rows) = partial evaluation (--limit): not comparable with full ones."
+)
 
 
 def _test_of(m: dict[str, Any]) -> tuple[str, int, str]:
@@ -103,7 +129,7 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
         "",
         "F1 normalized unless marked strict; scoring rules in the README. Runs are grouped by "
         "the test they were scored on (sha256 of the test file and the rows): compare within a "
-        "table only. ⚠ tiny = random tiny CPU model, numbers meaningless.",
+        "table only. " + COMPARE_NOTES,
     ]
     for (sha, evaluated, rows), members in groups.items():
         parts += [
@@ -132,14 +158,18 @@ def write_compare(runs_dir: Path) -> tuple[Path, Path]:
             for g in groups
         ]
         positions = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(groups))]
-        bars = axis.bar(positions, values, width, label=m["_name"])
+        bars = axis.bar(positions, values, width, label=compare_label(m))
         axis.bar_label(bars, fmt="%.2f", fontsize=7)
     axis.set_xticks(range(len(groups)), groups)
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("F1 (normalized)")
     axis.set_title("F1 per task, every evaluated run")
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    figure.tight_layout()
+    if any(is_tiny(m) or m["rows_evaluated"] < m["rows_in_split"] for m in runs):
+        figure.text(0.01, 0.01, COMPARE_NOTES, fontsize=7, ha="left", va="bottom")
+        figure.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        figure.tight_layout()
     plot_path = runs_dir / "compare.png"
     figure.savefig(plot_path, dpi=110)
     plt.close(figure)

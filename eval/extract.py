@@ -31,6 +31,7 @@ from eval.generate import (
     resolve_run,
     stop_token_ids,
 )
+from eval.runs import add_run_argument, no_run_message
 from preprocessing.task import (
     DEFAULT_SYSTEM_PROMPT,
     TASKS,
@@ -183,7 +184,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", type=Path, required=True, help="run directory runs/<dir>")
+    add_run_argument(parser)
     parser.add_argument(
         "--text",
         default="-",
@@ -209,6 +210,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.run is None:
+        print(no_run_message("extract"), file=sys.stderr)
+        return 2
     try:
         if args.max_new_tokens < 1 or args.batch_size < 1:
             raise InputError("--max-new-tokens and --batch-size must be at least 1")

@@ -14,6 +14,7 @@ Writes <run>/eval/{predictions.jsonl, metrics.json, report.md, f1.png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from eval.runs import add_run_argument, no_run_message
 from eval.score import InputError, check_row, read_jsonl, score_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -569,6 +571,8 @@ def run_eval(
     rows, rows_in_split = load_test_rows(target.test_file, limit)
     if not rows:
         raise InputError(f"{target.test_file}: no rows to evaluate")
+    full_eval_dir = target.out_dir
+    target = dataclasses.replace(target, out_dir=eval_dir(full_eval_dir, len(rows), rows_in_split))
     torch.manual_seed(0)
     started = time.perf_counter()
     tokenizer = load_tokenizer(target)
@@ -641,12 +645,22 @@ def run_eval(
     (target.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_report(target.out_dir, metrics, predictions)
     write_plot(target.out_dir, metrics)
-    if target.run:
+    if target.out_dir != full_eval_dir:
+        pass  # a partial eval: the full one, the card and the base comparisons stay as they are
+    elif target.run:
         refresh_model_card(Path(target.run))
     else:  # a new base eval: the recipe's evaluated runs can now show base vs fine-tuned
         for run_dir in runs_of_recipe(target.out_dir.parent.parent, target.recipe):
             refresh_outputs(run_dir)
     return metrics
+
+
+def eval_dir(full: Path, rows_evaluated: int, rows_in_split: int) -> Path:
+    """Where an eval goes: ``full`` (eval/) for the whole split; eval-limit<N>/ beside it for the
+    first N rows, so a quick --limit look never replaces the full evaluation."""
+    if rows_evaluated >= rows_in_split:
+        return full
+    return full.with_name(f"{full.name}-limit{rows_evaluated}")
 
 
 def runs_of_recipe(runs_dir: Path, recipe: str | None) -> list[Path]:
@@ -692,8 +706,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="run directory runs/<recipe>-<stamp>")
+    which = parser.add_mutually_exclusive_group()  # neither: main() lists the runs to pick from
+    add_run_argument(which)
     which.add_argument(
         "--base",
         metavar="RECIPE",
@@ -723,6 +737,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.run is None and args.base is None:
+        print(no_run_message("eval", args.runs_dir), file=sys.stderr)
+        return 2
     try:
         if args.run is not None:
             if args.processed is not None:
@@ -745,5 +762,8 @@ def main(args: argparse.Namespace) -> int:
         + ", ".join(f"{task} {c['f1']:.3f}" for task, c in normalized["per_task"].items())
         + f"; micro {normalized['micro']['f1']:.3f}; macro {normalized['macro_f1']:.3f}"
     )
-    print(f"wrote {target.out_dir}/{{predictions.jsonl,metrics.json,report.md,f1.png}}")
+    out = eval_dir(target.out_dir, metrics["rows_evaluated"], metrics["rows_in_split"])
+    print(f"wrote {out}/{{predictions.jsonl,metrics.json,report.md,f1.png}}")
+    if out != target.out_dir:
+        print(f"partial evaluation (--limit): {target.out_dir}/ and the model card are unchanged")
     return 0

@@ -176,7 +176,7 @@ def _metadata(
                 "results": [
                     {
                         "task": {
-                            "type": "token-classification",
+                            "type": "text-generation",  # a generative adapter, scored as NER
                             "name": "Chemical, disease and chemical-disease relation extraction",
                         },
                         "dataset": {

@@ -13,6 +13,11 @@ MODES = ("normalized", "strict")
 TINY_RECIPE = "tiny-cpu"
 WORST_EXAMPLES = 10
 ITEMS_SHOWN = 12  # per list of false positives / negatives in the worst examples
+# How each answer ended (Generation.finish_reason), as the worst examples say it.
+FINISH_NOTES = {
+    "stop": "ended its turn",
+    "length": "cut off at max_new_tokens",
+}
 
 
 def is_tiny(metrics: dict[str, Any]) -> bool:
@@ -123,7 +128,8 @@ def _worst_examples(predictions: list[dict]) -> list[str]:
             more = f" … and {len(items) - ITEMS_SHOWN} more" if len(items) > ITEMS_SHOWN else ""
             lines.append(f"- {title}: {shown}{more}")
         excerpt = row["prediction"][:300] + ("…" if len(row["prediction"]) > 300 else "")
-        lines.append(f"- Raw prediction ({row.get('finish_reason', '?')}): {_code(excerpt)}")
+        finish = FINISH_NOTES.get(row.get("finish_reason"), row.get("finish_reason", "?"))
+        lines.append(f"- Raw prediction ({finish}): {_code(excerpt)}")
         sections.append("\n".join(lines) + "\n")
     return sections
 
@@ -207,6 +213,9 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
         "",
         f"## Worst examples (normalized, top {WORST_EXAMPLES} by fp + fn)",
         "",
+        "Each shows the model's raw answer (first 300 characters) and how it ended: it ended its "
+        "turn, or was cut off at max_new_tokens (then its last item is likely incomplete).",
+        "",
     ]
     parts += _worst_examples(predictions) or ["No errors."]
     return "\n".join(parts).rstrip() + "\n"
@@ -258,11 +267,13 @@ def write_plot(out_dir: Path, metrics: dict[str, Any]) -> Path:
         axis.set_xticks(range(len(groups)), groups)
         axis.set_title(f"{mode} (macro F1 {metrics[mode]['macro_f1']:.3f})")
         axis.set_ylim(0, 1.05)
+        axis.legend()  # on each panel: each can be read (and cropped) alone
     axes[0].set_ylabel("F1")
-    axes[0].legend()
     title = label_of(metrics)
     if is_tiny(metrics):
         title += ": random tiny model, numbers meaningless"
+    if metrics["rows_evaluated"] < metrics["rows_in_split"]:
+        title += f"\npartial: first {metrics['rows_evaluated']} of {metrics['rows_in_split']} rows"
     figure.suptitle(title)
     figure.tight_layout()
     path = out_dir / "f1.png"

@@ -22,10 +22,10 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from eval.generate import InputError
+from eval.runs import add_run_argument, no_run_message
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", type=Path, required=True, help="run directory runs/<dir>")
+    add_run_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--merged", action="store_true", help="use RUN/merged, not the adapter")
@@ -207,6 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from eval.extract import Extractor
 
+    if args.run is None:
+        print(no_run_message("serve"), file=sys.stderr)
+        return 2
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_chars)
     if min(limits.max_body_bytes, limits.max_texts, limits.max_chars, args.max_new_tokens) < 1:
         print("error: limits and --max-new-tokens must be at least 1", file=sys.stderr)

@@ -9,13 +9,8 @@ import sys
 from pathlib import Path
 
 from preprocessing.bc5cdr import build_file
-from preprocessing.prepare import (
-    HOW_TO_GET_DATA,
-    MissingInputError,
-    RejectedRowsError,
-    prepare,
-    summary,
-)
+from preprocessing.errors import PrepareError
+from preprocessing.prepare import HOW_TO_GET_DATA, prepare, summary
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT
 
 # Exit codes: 1 = the data is bad (rejected lines, malformed PubTator), 2 = input missing / usage.
@@ -51,12 +46,9 @@ def _prepare(args: argparse.Namespace) -> int:
             system_prompt=args.system_prompt,
             keep_none_relations=args.keep_none_relations,
         )
-    except MissingInputError as err:
+    except PrepareError as err:  # missing, unusable or bad input: the message says which
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_MISSING
-    except RejectedRowsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_DATA
+        return err.exit_code
     print(summary(manifest, args.out))
     if manifest["rows_rejected"]:
         print(
@@ -82,7 +74,10 @@ def _prepare_comparable(args: argparse.Namespace) -> int:
             system_prompt=args.system_prompt,
             keep_none_relations=args.keep_none_relations,
         )
-    except (ValueError, RejectedRowsError) as err:  # malformed PubTator, overlap, rejects
+    except PrepareError as err:  # missing, unusable or bad input: the message says which
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except ValueError as err:  # malformed PubTator, a document on both sides
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_DATA
     print(summary(manifest, args.out))

@@ -17,33 +17,31 @@ byte-identical on any machine.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from preprocessing.checks import sniff_encoding
+from preprocessing.errors import EncodingError, RejectedRowsError, TooLittleDataError
+from preprocessing.errors import MissingInputError as MissingInputError  # for callers
+from preprocessing.errors import PrepareError as PrepareError
+from preprocessing.findings import FINDING_KINDS, drop_none_relations, find_issues
+from preprocessing.paths import check_output, discard, publish, read_input, staging_dir
+from preprocessing.report import count_line, rejects_message, render_report
+from preprocessing.report import summary as summary  # the CLI's
+from preprocessing.split import sha256_hex, split_abstracts, split_fixed_test
 from preprocessing.task import (
     DEFAULT_SYSTEM_PROMPT,
     TASKS,
     parse_items,
     parse_prompt,
-    parse_relation,
 )
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-EVAL_FRACTION = Fraction(1, 10)  # validation and test each; train gets the rest (80 %)
-FINDING_KINDS: tuple[str, ...] = (
-    "empty_target",
-    "none_relation",
-    "repeated_item",
-    "case_variants",
-    "malformed_relation",
-)
 OUTPUT_FILES: tuple[str, ...] = (
     *(f"{split}.jsonl" for split in SPLITS),
     "manifest.json",
@@ -55,20 +53,9 @@ HOW_TO_GET_DATA = (
     "--out data/both_rel_instruct_all.jsonl). To try the pipeline without it, use the synthetic "
     "sample: data/sample/sample_instruct.jsonl."
 )
-# How many rejects the error message lists one by one; all of them are in rejects.jsonl.
-SHOWN_REJECTS = 20
-
-
-class MissingInputError(FileNotFoundError):
-    """The input file does not exist; the message says how to obtain or build it."""
-
-
-class RejectedRowsError(ValueError):
-    """Some lines were rejected and ``allow_rejects`` was off; the message names the lines."""
-
-    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.manifest = manifest
+# Each split needs at least one abstract: an empty validation split crashes Axolotl's eval, an
+# empty test split leaves nothing to score.
+MIN_ABSTRACTS = len(SPLITS)
 
 
 @dataclass
@@ -79,10 +66,6 @@ class Row:
     prompt: str
     completion: str
     repairs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def doc_id_of(abstract: str) -> str:
@@ -127,6 +110,10 @@ def _check_line(text: str, seen: dict[str, tuple[int, str]]) -> tuple[Row | None
     task, abstract = parsed
     if not abstract.strip():
         return None, f"{task} prompt with an empty abstract"
+    for key in ("prompt", "completion"):
+        if "\x00" in obj[key]:
+            where = obj[key].index("\x00")
+            return None, f"NUL character (\\u0000) in '{key}' at character {where}"
     if prompt in seen:
         first_line, first_completion = seen[prompt]
         same = "same completion" if completion == first_completion else "conflicting completion"
@@ -170,115 +157,6 @@ def read_rows(data: bytes, show_progress: bool = True) -> tuple[list[Row], list[
     return rows, rejects, blank
 
 
-# ---- quality findings and repairs -----------------------------------------------------------
-
-
-def _none_sides(pair: tuple[str, str]) -> str:
-    sides = [
-        side for side, value in zip(("chemical", "disease"), pair, strict=True) if value == "None"
-    ]
-    return " and ".join(sides)
-
-
-def find_issues(row: Row) -> list[dict[str, Any]]:
-    """Quality findings in one kept row's target, as it came in."""
-    found = []
-
-    def add(kind: str, detail: str) -> None:
-        found.append({"line": row.line, "task": row.task, "kind": kind, "detail": detail})
-
-    items = parse_items(row.completion)
-    if not items:
-        add("empty_target", repr(row.completion))
-    for item, count in Counter(items).items():
-        if count > 1:
-            add("repeated_item", f"{item!r} x{count}")
-    variants: dict[str, list[str]] = defaultdict(list)
-    for item in dict.fromkeys(items):
-        variants[item.casefold()].append(item)
-    for group in variants.values():
-        if len(group) > 1:
-            add("case_variants", " / ".join(group))
-    if row.task == "relation":
-        for item in items:
-            pair = parse_relation(item)
-            if pair is None:
-                add("malformed_relation", item)
-            elif "None" in pair:
-                add("none_relation", f"{item} ({_none_sides(pair)} is None)")
-    return found
-
-
-def drop_none_relations(row: Row) -> None:
-    """Remove relation lines with a None argument from the target, recording each drop."""
-    if row.task != "relation":
-        return
-    kept = []
-    for text in row.completion.split("\n"):
-        items = parse_items(text)
-        pair = parse_relation(items[0]) if items else None
-        if pair is not None and "None" in pair:
-            reason = f"{_none_sides(pair)} is None (no mention carries that MeSH id first)"
-            row.repairs.append(
-                {"line": row.line, "task": row.task, "dropped": text, "reason": reason}
-            )
-        else:
-            kept.append(text)
-    row.completion = "\n".join(kept)
-
-
-# ---- split ----------------------------------------------------------------------------------
-
-
-def split_abstracts(doc_tasks: dict[str, set[str]], seed: int) -> dict[str, str]:
-    """doc_id -> split, 80/10/10 by abstract, stratified by the abstract's set of tasks.
-
-    Within each stratum abstracts are ordered by sha256(f"{seed}:{doc_id}") and given evenly
-    spaced ranks in (0, 1); the pooled ranking is then cut at 80 % and 90 %. Every stratum is thus
-    spread evenly over the three splits while the totals are exact.
-    """
-
-    def key(doc_id: str) -> str:
-        return sha256_hex(f"{seed}:{doc_id}".encode())
-
-    strata: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for doc_id, tasks in doc_tasks.items():
-        strata[tuple(t for t in TASKS if t in tasks)].append(doc_id)
-    ranked = []
-    for docs in strata.values():
-        docs.sort(key=key)
-        for i, doc_id in enumerate(docs):
-            ranked.append((Fraction(2 * i + 1, 2 * len(docs)), key(doc_id), doc_id))
-    ranked.sort()
-    total = len(ranked)
-    n_eval = round(total * EVAL_FRACTION)
-    if total >= 3:  # a tiny input still gets one validation and one test abstract
-        n_eval = max(n_eval, 1)
-    n_train = total - 2 * n_eval
-    assignment = {}
-    for position, (_, _, doc_id) in enumerate(ranked):
-        if position < n_train:
-            assignment[doc_id] = "train"
-        elif position < n_train + n_eval:
-            assignment[doc_id] = "validation"
-        else:
-            assignment[doc_id] = "test"
-    return assignment
-
-
-def split_fixed_test(
-    doc_tasks: dict[str, set[str]], test_doc_ids: set[str], seed: int
-) -> dict[str, str]:
-    """doc_id -> split when the test abstracts are named (the comparable setting): those are
-    test; the others are split as split_abstracts would, its test share going to train (so
-    validation is ~10 % of them, train ~90 %)."""
-    rest = {doc: tasks for doc, tasks in doc_tasks.items() if doc not in test_doc_ids}
-    assignment = {doc: "test" for doc in doc_tasks if doc in test_doc_ids}
-    for doc, split in split_abstracts(rest, seed).items():
-        assignment[doc] = "validation" if split == "validation" else "train"
-    return assignment
-
-
 # ---- writing --------------------------------------------------------------------------------
 
 
@@ -309,92 +187,6 @@ def _write(path: Path, data: bytes) -> str:
     return sha256_hex(data)
 
 
-def _count_line(manifest: dict[str, Any]) -> str:
-    return (
-        f"rows in: {manifest['rows_in']} = kept {manifest['rows_kept']} "
-        f"+ rejected {manifest['rows_rejected']}"
-    )
-
-
-def _reject_lines(rejects: list[dict[str, Any]], out_dir: Path) -> list[str]:
-    lines = [f"  line {r['line']}: {r['reason']}" for r in rejects[:SHOWN_REJECTS]]
-    if len(rejects) > SHOWN_REJECTS:
-        lines.append(f"  ... and {len(rejects) - SHOWN_REJECTS} more")
-    lines.append(f"  all rejects: {out_dir / 'rejects.jsonl'}")
-    return lines
-
-
-def summary(manifest: dict[str, Any], out_dir: str | Path) -> str:
-    """A few lines for the terminal after a successful run."""
-    out = [_count_line(manifest)]
-    for split in SPLITS:
-        rows = manifest["rows"][split]
-        by_task = ", ".join(f"{task} {rows[task]}" for task in TASKS)
-        out.append(
-            f"  {split:<10} {rows['total']:>6} rows ({by_task}), "
-            f"{manifest['abstracts'][split]} abstracts"
-        )
-    overlap = sum(manifest["overlap"].values())
-    out.append(f"abstracts shared between splits: {overlap}")
-    findings = ", ".join(f"{k} {v}" for k, v in manifest["findings"].items() if v)
-    out.append(f"findings: {findings or 'none'}; repairs: {manifest['repairs']}")
-    out.append(f"written to {out_dir} (see report.md)")
-    return "\n".join(out)
-
-
-def _report(manifest: dict[str, Any], rejects: list, findings: list, repairs: list) -> str:
-    """report.md: the manifest's figures in a form a person reads in a minute."""
-    n_examples = 5
-    out = [
-        "# Preprocessing report",
-        "",
-        f"Input: `{manifest['input']['path']}` (sha256 `{manifest['input']['sha256'][:16]}…`), "
-        f"seed {manifest['seed']}.",
-        "",
-        f"**{_count_line(manifest)}** ({manifest['blank_lines']} blank lines ignored).",
-        "",
-        "| split | " + " | ".join(TASKS) + " | rows | abstracts |",
-        "|---|" + "---:|" * (len(TASKS) + 2),
-    ]
-    for split in SPLITS:
-        rows = manifest["rows"][split]
-        cells = [str(rows[task]) for task in TASKS] + [str(rows["total"])]
-        out.append(f"| {split} | " + " | ".join(cells) + f" | {manifest['abstracts'][split]} |")
-    out += [
-        "",
-        f"Split: {manifest.get('split', '80/10/10 by abstract')} (all tasks of an abstract in "
-        "one split), stratified by the abstract's set of tasks. Abstracts shared between splits: "
-        + ", ".join(f"{pair} {n}" for pair, n in manifest["overlap"].items())
-        + ".",
-        "",
-        "## Rejected lines",
-        "",
-    ]
-    out += [f"- line {r['line']}: {r['reason']}" for r in rejects[:n_examples]] or ["None."]
-    if len(rejects) > n_examples:
-        out.append(f"- … {len(rejects) - n_examples} more in `rejects.jsonl`")
-    out += ["", "## Data-quality findings (kept rows, before repairs)", ""]
-    for kind in FINDING_KINDS:
-        examples = [f for f in findings if f["kind"] == kind]
-        out.append(f"- {kind}: {len(examples)}")
-        out += [f"  - line {f['line']} ({f['task']}): {f['detail']}" for f in examples[:3]]
-    keep = manifest["keep_none_relations"]
-    out += [
-        "",
-        "## Repairs",
-        "",
-        (
-            "Relation lines with a `None` argument were kept (--keep-none-relations)."
-            if keep
-            else f"{len(repairs)} relation lines with a `None` argument dropped from targets "
-            f"({manifest['targets_emptied_by_repairs']} targets left empty); "
-            "each drop is in `repairs.jsonl`."
-        ),
-        "",
-    ]
-    return "\n".join(out)
-
-
 # ---- entry points ---------------------------------------------------------------------------
 
 
@@ -411,13 +203,16 @@ def prepare(
     """Validate, repair, split and write ``out_dir``; returns the manifest. With
     ``test_doc_ids`` (doc ids of abstracts) those abstracts are the test split (split_fixed_test).
 
-    Raises MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
-    ``allow_rejects`` is off (then only rejects.jsonl is written, nothing a trainer would read).
+    Raises a PrepareError (one line, naming the file) for every problem the user can fix:
+    MissingInputError if the input is absent, RejectedRowsError if lines were rejected and
+    ``allow_rejects`` is off (then ``out_dir`` holds only rejects.jsonl, nothing a trainer would
+    read), others for an unusable path, a file in another encoding, or too few abstracts. The
+    directory is replaced as a whole, only once this run's output is complete.
     """
     input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise MissingInputError(f"{input_path}: input file not found. {HOW_TO_GET_DATA}")
-    data = input_path.read_bytes()
+    check_output(out_dir)
+    data = read_input(input_path, HOW_TO_GET_DATA)
+    _check_encoding(input_path, data)
     rows, rejects, blank = read_rows(data, show_progress)
 
     findings = [finding for row in rows for finding in find_issues(row)]
@@ -438,16 +233,77 @@ def prepare(
     by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
     for row in rows:
         by_split[assignment[row.doc_id]].append(row)
+    manifest = _manifest(input_path, data, rows, rejects, blank, by_split, doc_tasks)
+    manifest.update(seed=seed, split=split_rule, system_prompt=system_prompt)
+    manifest.update(keep_none_relations=keep_none_relations, repairs=len(repairs))
+    manifest["findings"] = {
+        kind: sum(f["kind"] == kind for f in findings) for kind in FINDING_KINDS
+    }
+    if not rejects or allow_rejects:
+        _check_enough(input_path, manifest, len(doc_tasks))
+
+    staging = staging_dir(out_dir)
+    try:
+        _write(staging / "rejects.jsonl", _jsonl(rejects))
+        if rejects and not allow_rejects:
+            publish(staging, out_dir)
+            message = rejects_message(input_path, out_dir, manifest, rejects)
+            raise RejectedRowsError(message, manifest)
+        _write_outputs(staging, manifest, by_split, system_prompt, rejects, findings, repairs)
+        publish(staging, out_dir)
+    finally:
+        discard(staging)  # a no-op once published
+    return manifest
+
+
+def _check_encoding(input_path: Path, data: bytes) -> None:
+    encoding = sniff_encoding(data)
+    if encoding is not None:
+        what, fix = encoding
+        if fix.startswith("iconv"):
+            fix = f"convert it: {fix} {input_path} > converted.jsonl"
+        raise EncodingError(f"{input_path}: the file is {what}, not UTF-8 JSONL: {fix}")
+
+
+def _write_outputs(
+    staging: Path,
+    manifest: dict[str, Any],
+    by_split: dict[str, list[Row]],
+    system_prompt: str,
+    rejects: list[dict[str, Any]],
+    findings: list[dict[str, Any]],
+    repairs: list[dict[str, Any]],
+) -> None:
+    """Everything but rejects.jsonl, manifest.json last (its sha256 list covers the rest)."""
+    for split in SPLITS:
+        records = [chat_row(row, system_prompt) for row in by_split[split]]
+        manifest["files"][f"{split}.jsonl"] = _write(staging / f"{split}.jsonl", _jsonl(records))
+    manifest["files"]["repairs.jsonl"] = _write(staging / "repairs.jsonl", _jsonl(repairs))
+    manifest["files"]["findings.jsonl"] = _write(staging / "findings.jsonl", _jsonl(findings))
+    report = render_report(manifest, rejects, findings, repairs)
+    (staging / "report.md").write_text(report, "utf-8")
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+
+
+def _manifest(
+    input_path: Path,
+    data: bytes,
+    rows: list[Row],
+    rejects: list[dict[str, Any]],
+    blank: int,
+    by_split: dict[str, list[Row]],
+    doc_tasks: dict[str, set[str]],
+) -> dict[str, Any]:
+    """The counts of one run (seed, options, findings and files are added by the caller)."""
     docs = {split: {row.doc_id for row in by_split[split]} for split in SPLITS}
     # Overlap is measured on the abstracts' text itself, not on the ids the split was made from.
     texts = {split: {_abstract_key(row.prompt) for row in by_split[split]} for split in SPLITS}
-
-    manifest: dict[str, Any] = {
+    return {
         "input": {"path": input_path.as_posix(), "sha256": sha256_hex(data), "bytes": len(data)},
-        "seed": seed,
-        "split": split_rule,
-        "system_prompt": system_prompt,
-        "keep_none_relations": keep_none_relations,
+        "seed": None,
+        "split": None,
+        "system_prompt": None,
+        "keep_none_relations": None,
         "rows_in": len(rows) + len(rejects),
         "rows_kept": len(rows),
         "rows_rejected": len(rejects),
@@ -476,35 +332,27 @@ def prepare(
             "validation/test": len(texts["validation"] & texts["test"]),
         },
         "rejects": len(rejects),
-        "repairs": len(repairs),
+        "repairs": None,
         "targets_emptied_by_repairs": sum(
             1 for row in rows if row.repairs and not parse_items(row.completion)
         ),
-        "findings": {kind: sum(f["kind"] == kind for f in findings) for kind in FINDING_KINDS},
+        "findings": {},
         "files": {},
     }
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write(out_dir / "rejects.jsonl", _jsonl(rejects))
-    if rejects and not allow_rejects:
-        message = "\n".join(
-            [
-                f"{input_path}: {len(rejects)} line(s) rejected; nothing written but rejects.jsonl",
-                _count_line(manifest),
-                *_reject_lines(rejects, out_dir),
-                "Fix those lines, or rerun with --allow-rejects to go on without them.",
-            ]
-        )
-        raise RejectedRowsError(message, manifest)
 
-    for split in SPLITS:
-        records = [chat_row(row, system_prompt) for row in by_split[split]]
-        manifest["files"][f"{split}.jsonl"] = _write(out_dir / f"{split}.jsonl", _jsonl(records))
-    manifest["files"]["repairs.jsonl"] = _write(out_dir / "repairs.jsonl", _jsonl(repairs))
-    manifest["files"]["findings.jsonl"] = _write(out_dir / "findings.jsonl", _jsonl(findings))
-    (out_dir / "report.md").write_text(_report(manifest, rejects, findings, repairs), "utf-8")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-    return manifest
+def _check_enough(input_path: Path, manifest: dict[str, Any], abstracts: int) -> None:
+    """Stop before writing when a split would be empty (Axolotl fails on it much later)."""
+    counts = count_line(manifest)
+    if not manifest["rows_kept"]:
+        what = "is empty" if not manifest["input"]["bytes"] else "has no rows to keep"
+        blank = f", {manifest['blank_lines']} blank lines" if manifest["blank_lines"] else ""
+        raise TooLittleDataError(f"{input_path}: {what} ({counts}{blank}): nothing to train on")
+    if abstracts < MIN_ABSTRACTS:
+        raise TooLittleDataError(
+            f"{input_path}: only {abstracts} abstract(s) ({counts}); at least {MIN_ABSTRACTS} are "
+            "needed, one each for train, validation and test"
+        )
 
 
 def is_stale(

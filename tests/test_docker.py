@@ -4,6 +4,8 @@ mounts what `make docker-train` mounts. (No Docker daemon needed: these read fil
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -110,3 +112,95 @@ def test_mount_points_match_make_docker_train():
 def test_build_context_leaves_out_data_runs_and_environments():
     ignore = (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
     assert {".venv", "runs", "models/built", "data/*", "!data/sample", ".git"} <= set(ignore)
+
+
+# ---- what can be checked without a Docker engine ----------------------------------------------
+
+
+def _ignored(path: str) -> bool:
+    """Whether docker/Dockerfile.dockerignore leaves ``path`` out of the build context (Docker's
+    rules: the last matching pattern wins, `!` re-includes, a pattern also covers what is under
+    a matching directory)."""
+    patterns = [
+        line.strip()
+        for line in (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def _copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY."""
+    found = []
+    for step in instructions():
+        if step.startswith("COPY "):
+            args = [a for a in step.split()[1:] if not a.startswith("--")]
+            found.append((args[:-1], args[-1]))
+    return found
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", (REPO / "Makefile").read_text(), re.M))
+
+
+def test_every_copy_source_exists_and_is_in_the_build_context():
+    for sources, _ in _copies():
+        for source in sources:
+            path = REPO / source
+            assert path.exists(), f"COPY {source}: not in the repo"
+            assert not _ignored(source.rstrip("/")), f"COPY {source}: left out by the .dockerignore"
+            if path.is_dir():
+                files = [p for p in path.rglob("*") if p.is_file()]
+                kept = [p for p in files if not _ignored(p.relative_to(REPO).as_posix())]
+                assert kept, f"COPY {source}: every file in it is left out of the context"
+
+
+def test_dockerignore_rules_as_docker_reads_them():
+    assert _ignored("data/both_rel_instruct_all.jsonl") and _ignored("runs/x/run.json")
+    assert not _ignored("data/sample/sample_instruct.jsonl")
+    assert _ignored("training/__pycache__/train.cpython-312.pyc")
+    assert not _ignored("training/train.py")
+
+
+def test_entry_command_is_a_real_make_target():
+    (cmd,) = [s for s in instructions() if s.startswith("CMD ")]
+    command = json.loads(cmd.removeprefix("CMD "))
+    assert command[0] == "make" and command[1] in make_targets()
+    dry_run = subprocess.run(
+        ["make", "-n", *command[1:], "PYTHON=python3"], cwd=REPO, capture_output=True, text=True
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+
+
+def test_docker_smoke_builds_the_image_then_runs_the_demo_in_it():
+    assert {"docker-smoke", "demo"} <= make_targets()
+    dry_run = subprocess.run(
+        ["make", "-n", "docker-smoke"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    build, run = dry_run.stdout.strip().splitlines()
+    assert build == "docker build -f docker/Dockerfile -t cdr-finetune:latest ."
+    assert run.startswith("docker run --rm ") and run.endswith(
+        "cdr-finetune:latest make demo PYTHON=python3"
+    )
+    # In the image `make demo` runs the image's python (PYTHON=python3: nothing is installed) ...
+    demo = subprocess.run(
+        ["make", "-n", "demo", "PYTHON=python3"], cwd=REPO, capture_output=True, text=True
+    )
+    assert demo.stdout.strip() == "python3 -m training demo"
+    # ... and everything the demo reads is copied into it.
+    from training.build_model import SAMPLE_DATA, TINY_ARCH
+
+    copied = [dest for _, dest in _copies()] + [s for sources, _ in _copies() for s in sources]
+    needed = [SAMPLE_DATA, TINY_ARCH, REPO / "recipes" / "tiny-cpu.yml", REPO / "Makefile"]
+    for path in needed:
+        rel = path.relative_to(REPO).as_posix()
+        assert any(rel == c.rstrip("/") or rel.startswith(c.rstrip("/") + "/") for c in copied), rel
+        assert not _ignored(rel), rel

@@ -51,7 +51,8 @@ def test_generate_writes_all_four_files_and_is_deterministic(
 ) -> None:
     run = copy_run(tiny_run, tmp_path)
     assert generate("--run", str(run), "--limit", str(LIMIT)) == 0
-    out = run / "eval"
+    out = run / f"eval-limit{LIMIT}"  # a partial eval never takes the full eval's place
+    assert not (run / "eval").exists()
     predictions = read_jsonl(out / "predictions.jsonl")
     metrics = json.loads((out / "metrics.json").read_text())
     split = Path(metrics["split_file"])
@@ -86,7 +87,7 @@ def test_generate_writes_all_four_files_and_is_deterministic(
 
 def test_base_eval_goes_to_recipe_base_and_shows_in_reports(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path, boost=BOOST)
-    assert generate("--run", str(run), "--limit", "3") == 0
+    assert generate("--run", str(run)) == 0  # the whole (6-row) split: base vs tuned are full
     assert "## Base vs fine-tuned" not in (run / "eval" / "report.md").read_text()
     tuned_predictions = read_jsonl(run / "eval" / "predictions.jsonl")
 
@@ -102,13 +103,11 @@ def test_base_eval_goes_to_recipe_base_and_shows_in_reports(tiny_run: Path, tmp_
             info["test_file"],
             "--runs-dir",
             str(runs),
-            "--limit",
-            "3",
         )
         == 0
     )
     base = json.loads((runs / "tiny-cpu-base" / "eval" / "metrics.json").read_text())
-    assert base["kind"] == "base" and base["adapter"] is None and base["rows_evaluated"] == 3
+    assert base["kind"] == "base" and base["adapter"] is None and base["rows_evaluated"] == 6
     base_predictions = read_jsonl(runs / "tiny-cpu-base" / "eval" / "predictions.jsonl")
     # The adapter is really applied: it changes the outputs.
     assert [p["prediction"] for p in base_predictions] != [
@@ -170,7 +169,7 @@ def test_empty_and_endless_output_is_generated_and_scored(
     probe.eos_token = "<|end_of_text|>"  # the tiny tokenizer's EOS is <|eot_id|> itself
     assert eot in stop_token_ids(probe)  # found in the template, not only the EOS
     info = json.loads((tiny_run / "run.json").read_text())
-    out = tmp_path / "runs" / "forced-base" / "eval"
+    out = tmp_path / "runs" / "forced-base" / "eval-limit3"  # where --limit 3 goes
     target = Target(
         kind="base",
         model=forced_model(tokenizer, token, tmp_path / "model"),
@@ -178,7 +177,7 @@ def test_empty_and_endless_output_is_generated_and_scored(
         tokenizer=str(tiny_run),
         chat_template=None,
         test_file=Path(info["test_file"]),
-        out_dir=out,
+        out_dir=out.with_name("eval"),
         recipe=None,
         run=None,
     )
@@ -221,10 +220,10 @@ def test_merged_model_gives_the_adapter_predictions(tiny_run: Path, tmp_path: Pa
     AutoTokenizer.from_pretrained(run).save_pretrained(run / "merged")
 
     assert generate("--run", str(run), "--limit", "3") == 0
-    with_adapter = read_jsonl(run / "eval" / "predictions.jsonl")
+    with_adapter = read_jsonl(run / "eval-limit3" / "predictions.jsonl")
     assert generate("--run", str(run), "--limit", "3", "--merged") == 0
-    merged = read_jsonl(run / "eval" / "predictions.jsonl")
-    assert json.loads((run / "eval" / "metrics.json").read_text())["kind"] == "merged"
+    merged = read_jsonl(run / "eval-limit3" / "predictions.jsonl")
+    assert json.loads((run / "eval-limit3" / "metrics.json").read_text())["kind"] == "merged"
     assert [p["prediction"] for p in merged] == [p["prediction"] for p in with_adapter]
 
 

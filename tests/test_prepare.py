@@ -45,6 +45,10 @@ def rows_for(docs: range, tasks: tuple[str, ...] = TASKS) -> list[str]:
     return [row(i, task) for i in docs for task in tasks]
 
 
+# Two more abstracts (one disease row each): a file needs 3 abstracts to give every split one.
+FILLER = [row(i, "disease") for i in (101, 102)]
+
+
 def write(path: Path, lines: list[str | bytes], end: bytes = b"\n") -> Path:
     data = [line if isinstance(line, bytes) else line.encode("utf-8") for line in lines]
     path.write_bytes(b"".join(line + end for line in data))
@@ -112,17 +116,18 @@ BAD_LINES = [
 def test_each_bad_line_class_is_rejected_with_its_line(
     tmp_path: Path, bad: str, reason: str
 ) -> None:
-    src = write(tmp_path / "in.jsonl", [row(1, "chemical"), bad, row(1, "disease")])
+    src = write(tmp_path / "in.jsonl", [row(1, "chemical"), bad, row(1, "disease"), *FILLER])
     manifest = prepare(src, tmp_path / "out", allow_rejects=True, show_progress=False)
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert len(rejects) == 1
     assert rejects[0]["line"] == 2 and rejects[0]["raw"] == bad
     assert reason in rejects[0]["reason"]
-    assert (manifest["rows_in"], manifest["rows_kept"], manifest["rows_rejected"]) == (3, 2, 1)
+    assert (manifest["rows_in"], manifest["rows_kept"], manifest["rows_rejected"]) == (5, 4, 1)
 
 
 def test_duplicate_prompt_with_same_completion(tmp_path: Path) -> None:
-    src = write(tmp_path / "in.jsonl", [row(1, "chemical"), row(1, "disease"), row(1, "chemical")])
+    lines = [row(1, "chemical"), row(1, "disease"), row(1, "chemical"), *FILLER]
+    src = write(tmp_path / "in.jsonl", lines)
     prepare(src, tmp_path / "out", allow_rejects=True, show_progress=False)
     (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert reject["line"] == 3
@@ -131,7 +136,7 @@ def test_duplicate_prompt_with_same_completion(tmp_path: Path) -> None:
 
 def test_duplicate_prompt_with_conflicting_completion(tmp_path: Path) -> None:
     lines = [row(1, "chemical"), row(1, "disease"), row(1, "chemical", "- cisplatin\n- saline")]
-    src = write(tmp_path / "in.jsonl", lines)
+    src = write(tmp_path / "in.jsonl", [*lines, *FILLER])
     prepare(src, tmp_path / "out", allow_rejects=True, show_progress=False)
     (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert reject["line"] == 3
@@ -143,13 +148,13 @@ def test_duplicate_prompt_with_conflicting_completion(tmp_path: Path) -> None:
 
 def test_non_utf8_line_is_rejected_alone(tmp_path: Path) -> None:
     bad = row(2, "chemical").encode("utf-8").replace(b"cisplatin", b"cispl\xe4tin")
-    src = write(tmp_path / "in.jsonl", [row(1, "chemical"), bad, row(1, "disease")])
+    src = write(tmp_path / "in.jsonl", [row(1, "chemical"), bad, row(1, "disease"), *FILLER])
     manifest = prepare(src, tmp_path / "out", allow_rejects=True, show_progress=False)
     (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert reject["line"] == 2 and reject["reason"].startswith("not UTF-8: byte 0xe4")
     assert reject["raw"] == bad.decode("utf-8", errors="backslashreplace")
     assert "cispl\\xe4tin" in reject["raw"]
-    assert manifest["rows_kept"] == 2  # the lines around it survive
+    assert manifest["rows_kept"] == 4  # the lines around it survive
 
 
 # ---- benign quirks ------------------------------------------------------------------------
@@ -158,23 +163,25 @@ def test_non_utf8_line_is_rejected_alone(tmp_path: Path) -> None:
 def test_bom_crlf_and_blank_lines_are_accepted(tmp_path: Path) -> None:
     lines = [b"\xef\xbb\xbf" + row(1, "chemical").encode(), b"", row(1, "disease").encode()]
     lines += [b"   ", row(1, "relation").encode(), b"", b"not json"]
+    lines += [line.encode() for line in FILLER]
     src = write(tmp_path / "in.jsonl", lines, end=b"\r\n")
     manifest = prepare(src, tmp_path / "out", allow_rejects=True, show_progress=False)
     assert manifest["blank_lines"] == 3  # blank lines are not rows
-    assert (manifest["rows_in"], manifest["rows_kept"], manifest["rows_rejected"]) == (4, 3, 1)
+    assert (manifest["rows_in"], manifest["rows_kept"], manifest["rows_rejected"]) == (6, 5, 1)
     (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert reject["line"] == 7  # physical line number, blank lines counted
     assert reject["raw"] == "not json"  # no "\r" left
     kept = [r for split in SPLITS for r in read_split(tmp_path / "out", split)]
-    assert {r["prompt"] for r in kept} == {build_prompt(t, abstract(1)) for t in TASKS}
+    fillers = {json.loads(line)["prompt"] for line in FILLER}
+    assert {r["prompt"] for r in kept} == {build_prompt(t, abstract(1)) for t in TASKS} | fillers
     assert not any("\r" in r["completion"] or "\ufeff" in r["prompt"] for r in kept)
 
 
 def test_missing_final_newline_is_fine(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text("\n".join(rows_for(range(1, 2))), encoding="utf-8")
+    src.write_text("\n".join(rows_for(range(1, 4))), encoding="utf-8")
     manifest = prepare(src, tmp_path / "out", show_progress=False)
-    assert (manifest["rows_in"], manifest["rows_kept"]) == (3, 3)
+    assert (manifest["rows_in"], manifest["rows_kept"]) == (9, 9)
 
 
 # ---- exit codes and the summary ---------------------------------------------------------------
@@ -237,7 +244,7 @@ def test_findings_are_counted_and_listed(tmp_path: Path) -> None:
         row(1, "disease", "- Gout\n- gout\n- fever\n- fever"),  # case variants + repeated item
         row(1, "relation", "- Chemical None influences disease gout\n- lithium causes gout"),
     ]
-    src = write(tmp_path / "in.jsonl", lines)
+    src = write(tmp_path / "in.jsonl", [*lines, *FILLER])
     manifest = prepare(src, tmp_path / "out", show_progress=False)
     assert manifest["findings"] == {
         "empty_target": 1,
@@ -245,6 +252,8 @@ def test_findings_are_counted_and_listed(tmp_path: Path) -> None:
         "repeated_item": 1,
         "case_variants": 1,
         "malformed_relation": 1,
+        "control_characters": 0,
+        "long_row": 0,
     }
     findings = read_jsonl(tmp_path / "out" / "findings.jsonl")
     assert {(f["line"], f["kind"]) for f in findings} == {

@@ -29,8 +29,11 @@ from typing import Any
 
 import yaml
 
+from preprocessing.errors import PrepareError
+from training import preflight
 from training.build_model import REPO, SAMPLE_DATA, TINY_OUT, build_tiny
 from training.phases import MARKS_FILE, PhaseMarks, phases, summary
+from training.row_lengths import report_long_rows
 
 RECIPES = REPO / "recipes"
 RUNS = REPO / "runs"
@@ -544,7 +547,7 @@ def train(
             Path(runs_dir),
             marks,
         )
-    except TrainError as err:
+    except (TrainError, PrepareError, preflight.PreflightError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
 
@@ -591,14 +594,21 @@ def _train(
         for item in overrides or []:
             key, value = _parse_override(item)
             config[key] = value
+        preflight.check(config, record["recipe"], gpus, token)
         config["resume_from_checkpoint"] = _rel(checkpoint)
         _say(f"resuming from {_rel(checkpoint)}")
         _update_json(record_path, hub_repo=repo, status="running", resumed=_now())
     else:
         recipe_file = recipe_path(recipe)
         recipe_config = load_yaml(recipe_file)
+        parsed = [_parse_override(item) for item in overrides or []]
+        planned = preflight.planned_config(recipe_config, base_model, parsed)
+        preflight.check(planned, recipe_file.stem, gpus, token)  # before anything is written
+        marks.mark("preflight: GPU, memory, base model")
         manifest = ensure_processed(data, processed)
         marks.mark("data: prepare splits (or check they are current)")
+        report_long_rows(planned, processed, _say)
+        marks.mark("data: rows longer than sequence_len counted")
         run_dir = _new_run_dir(runs_dir, recipe_file.stem)
         repo = hub_repo(run_dir.name, token)
         marks.mark("hub decision")
