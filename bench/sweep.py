@@ -5,7 +5,6 @@ paged AdamW 8-bit) at several pack lengths, accumulations and checkpointing sett
 4 warm-up + 10 timed optimizer steps, timed by bench.axolotl_plugin, and prints one JSON line per
 variant. Results of the 2026-11-27 H100 run: bench/results/sweep.json.
 
-    source .device/activate.sh   # on the GPU box, see bench/README.md
     python -m preprocessing prepare data/both_rel_instruct_all.jsonl --out /tmp/proc
     python -m training build-model --arch models/architectures/llama-3.2-3b.json \\
         --out /tmp/llama3b --data /tmp/proc/train.jsonl --vocab-size 16384

@@ -686,7 +686,7 @@ def refresh_outputs(run_dir: Path) -> None:
 
 
 def refresh_model_card(run_dir: Path) -> None:
-    """The run's README.md carries the eval results (issue 6); pushed when hub pushes are on.
+    """The run's README.md carries the eval results; pushed when hub pushes are on.
 
     The eval itself is already on disk, so a failing card only warns.
     """

@@ -18,7 +18,7 @@ from conftest import REPO, read_jsonl
 
 RECIPES = sorted((REPO / "recipes").glob("*.yml"))
 GPU_RECIPES = [p for p in RECIPES if p.stem != "tiny-cpu"]
-# The lent H100 (device-kit README): bf16, sm_90, torch 2.11.
+# An H100 as the benchmarks used: bf16, sm_90, torch 2.11.
 H100 = {"bf16": True, "fp8": True, "tf32": True, "n_gpu": 1, "compute_capability": "sm_90"}
 H100_ENV = {"torch_version": "2.11.0"}
 SEED_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
