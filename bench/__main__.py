@@ -21,7 +21,7 @@
 `--random-init` trains a model built from the recipe's published architecture
 (models/architectures/) with random weights instead of downloading it; `--smoke` runs a tiny
 version on CPU (tiny-cpu recipe, sample data, 2-3 steps) and writes to bench/work/smoke-results.
-`--out-dir DIR` also copies each result JSON and its log there (the GPU machine's $OUT).
+`--out-dir DIR` also copies each result JSON and its log there.
 """
 
 from __future__ import annotations
@@ -626,7 +626,7 @@ def _common(parser: argparse.ArgumentParser, **normal: Any) -> None:
     parser.add_argument("--warmup", type=int, help=f"untimed optimizer steps ({normal['warmup']})")
     parser.add_argument("--steps", type=int, help=f"timed optimizer steps ({normal['steps']})")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU version (tests)")
-    parser.add_argument("--out-dir", type=Path, help="also copy results + log here ($OUT)")
+    parser.add_argument("--out-dir", type=Path, help="also copy results + log here")
     parser.add_argument(
         "--override",
         action="append",
