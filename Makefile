@@ -77,10 +77,11 @@ build-bc5cdr: $(SETUP)  ## rebuild the instruction JSONL from BC5CDR PubTator fi
 tiny-model: $(SETUP)  ## build the local random-init tiny Llama + tokenizer used by tiny-cpu
 	$(PYTHON) -m training build-tiny
 
-train: $(SETUP)  ## train RECIPE on DATA (prepares data first when stale); RESUME=runs/<dir>, GPUS=N, OVERRIDE='key=value ...'
+train: $(SETUP)  ## train RECIPE on DATA (prepares data first when stale); RESUME=runs/<dir>, GPUS=N, OVERRIDE='key=value ...', VERBOSE=1
 	$(PYTHON) -m training train $(RECIPE) --data $(DATA) --processed $(PROCESSED) --gpus $(GPUS) \
 		$(if $(RESUME),--resume $(RESUME)) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) \
-		$(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(foreach o,$(OVERRIDE),--override '$(o)')
+		$(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(foreach o,$(OVERRIDE),--override '$(o)') \
+		$(if $(VERBOSE),--verbose)
 
 demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval report
 	$(PYTHON) -m training demo

@@ -131,6 +131,43 @@ def test_run_record_says_where_the_time_went(tiny_run):
     assert "where the" in console and "optimizer steps" in console
 
 
+def test_console_shows_progress_losses_and_our_lines_and_the_log_keeps_everything(tiny_run):
+    console = (tiny_run.parent / "console.txt").read_text()
+    log = (tiny_run / "train.log").read_text()
+    noise = "[axolotl.cli.config] config:"  # Axolotl's ~300-line config dump
+    assert noise in log and noise not in console
+    assert "{'loss'" in console and "{'eval_loss'" in console  # what a person watches for
+    assert "%|" in console  # progress bars
+    assert f"{tiny_run.name}/train.log (console: progress, losses, errors)" in console
+    assert len(console.splitlines()) < len(log.splitlines()) / 2
+
+
+def test_console_filter_keeps_a_traceback_whole():
+    import io
+
+    from training.console import Console
+
+    out = io.StringIO()
+    console = Console(out)
+    for line in [
+        "[2026-12-01 10:00:00] [INFO] [axolotl.train] loading\n",
+        " 50%|#####     | 1/2 [00:01<00:01, 1.0it/s]\n",
+        "{'loss': '1.5', 'epoch': '1'}\n",
+        "Traceback (most recent call last):\n",
+        '  File "x.py", line 1, in <module>\n',
+        "ValueError: boom\n",
+    ]:
+        console.feed(line)
+    console.close()
+    shown = out.getvalue()
+    assert "loading" not in shown
+    assert "\r 50%|" in shown and "{'loss': '1.5'" in shown
+    assert 'File "x.py", line 1' in shown and shown.rstrip().endswith("ValueError: boom")
+    verbose = io.StringIO()
+    Console(verbose, verbose=True).feed("[INFO] anything\n")
+    assert verbose.getvalue() == "[INFO] anything\n"
+
+
 @pytest.mark.slow
 def test_packed_eval_on_a_16_row_validation_file_scores_the_same_loss(
     tiny_model, processed_sample, tmp_path

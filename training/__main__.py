@@ -48,6 +48,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides=args.override,
         runs_dir=args.runs_dir,
         started=STARTED,
+        verbose=args.verbose,
     )
     return 0 if run_dir else 1
 
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--gpus", type=int, default=1)
     train.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue runs/<dir>")
     train.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    train.add_argument(
+        "--verbose",
+        action="store_true",
+        help="all of Axolotl's output on the console (it is always in the run's train.log)",
+    )
     train.add_argument("--base-model", help="train this model (path or hub id) instead")
     train.add_argument(
         "--override",

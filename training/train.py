@@ -32,6 +32,7 @@ import yaml
 from preprocessing.errors import PrepareError
 from training import preflight
 from training.build_model import REPO, SAMPLE_DATA, TINY_OUT, build_tiny
+from training.console import Console
 from training.phases import MARKS_FILE, PhaseMarks, phases, summary
 from training.row_lengths import report_long_rows
 
@@ -365,10 +366,15 @@ def visible_devices(gpus: int, current: str | None) -> str:
 
 
 def run_logged(
-    command: list[str], log_path: Path, secrets: list[str], gpus: int | None = None
+    command: list[str],
+    log_path: Path,
+    secrets: list[str],
+    gpus: int | None = None,
+    verbose: bool = False,
 ) -> tuple[int, bool]:
-    """Run ``command`` from the repo root, tee its output (scrubbed) to the console and
-    ``log_path``; returns (exit code, whether Axolotl reported the final model saved)."""
+    """Run ``command`` from the repo root; all its output (scrubbed) goes to ``log_path``, the
+    console gets what training/console.py lets through (all of it with ``verbose``); returns
+    (exit code, whether Axolotl reported the final model saved)."""
     env = dict(os.environ)
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus, env.get("CUDA_VISIBLE_DEVICES"))
@@ -388,13 +394,13 @@ def run_logged(
             errors="replace",
             bufsize=1,
         )
+        console = Console(verbose=verbose)
         try:
             assert process.stdout is not None
             for line in process.stdout:
                 line = _scrub(line, secrets)
                 saved = saved or SAVED_MARKER in line
-                sys.stdout.write(line)
-                sys.stdout.flush()
+                console.feed(line)
                 log.write(line)
             return process.wait(), saved
         except KeyboardInterrupt:
@@ -404,6 +410,8 @@ def run_logged(
             except subprocess.TimeoutExpired:
                 process.kill()
             raise
+        finally:
+            console.close()
 
 
 def trainer_runtime(log_path: Path) -> float | None:
@@ -529,9 +537,11 @@ def train(
     overrides: list[str] | None = None,
     runs_dir: str | Path = RUNS,
     started: float | None = None,
+    verbose: bool = False,
 ) -> Path | None:
     """Train ``recipe``; returns the run dir when training finished, None when it failed.
-    ``started``: when the command started (epoch seconds; default now), for run.json's phases."""
+    ``started``: when the command started (epoch seconds; default now), for run.json's phases.
+    ``verbose``: show all of Axolotl's output on the console, not only progress and losses."""
     marks = PhaseMarks(start=started)
     marks.mark("launcher start-up")
     try:
@@ -546,6 +556,7 @@ def train(
             overrides,
             Path(runs_dir),
             marks,
+            verbose,
         )
     except (TrainError, PrepareError, preflight.PreflightError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -563,6 +574,7 @@ def _train(
     overrides: list[str] | None,
     runs_dir: Path,
     marks: PhaseMarks,
+    verbose: bool = False,
 ) -> Path | None:
     token = hub_token()
     secrets = [token] if token else []
@@ -650,7 +662,12 @@ def _train(
     started = time.monotonic()
     try:
         command = axolotl_command(config_path, gpus)
-        code, saved = run_logged(command, run_dir / "train.log", secrets, gpus=gpus)
+        _say(
+            f"axolotl's full output: {_rel(run_dir)}/train.log (console: progress, losses, errors)"
+        )
+        code, saved = run_logged(
+            command, run_dir / "train.log", secrets, gpus=gpus, verbose=verbose
+        )
     except KeyboardInterrupt:
         _update_json(run_dir / "run.json", status="interrupted")
         _say(f"interrupted; continue with: --resume {_rel(run_dir)}")
