@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     comparable = commands.add_parser(
         "prepare-bc5cdr",
         help="the comparable setting: train/validation from --train PubTator files, test = "
-        "exactly the documents of --test (by PMID); writes DIR/instructions.jsonl and the splits",
+        "exactly the documents of --test (by PMID); writes the splits to DIR and the rows "
+        "beside it (DIR.instructions.jsonl)",
     )
     comparable.add_argument("--train", type=Path, nargs="+", required=True, metavar="PUBTATOR")
     comparable.add_argument("--test", type=Path, nargs="+", required=True, metavar="PUBTATOR")

@@ -2,7 +2,8 @@
 
 ``prepare_comparable(train, test, out_dir)`` builds the instruction rows of the training
 PubTator file(s) and of the held-out file(s) with the recipe's own rules (preprocessing.bc5cdr),
-writes them to ``out_dir/instructions.jsonl`` (training documents first), and runs ``prepare`` on
+writes them beside ``out_dir`` (``<out_dir>.instructions.jsonl``, training documents first),
+and runs ``prepare`` on
 it with the held-out documents as the test split: every one of them, and nothing else. The
 remaining documents are split 90/10 into train and validation by abstract. The official
 evaluation then scores the test split's predictions against the held-out PubTator file
@@ -21,7 +22,11 @@ from preprocessing.bc5cdr import Document, build_rows, read_pubtator
 from preprocessing.prepare import doc_id_of, prepare
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT
 
-INSTRUCTIONS = "instructions.jsonl"
+
+def instructions_path(out_dir: Path) -> Path:
+    """The rows built from the PubTator files: beside ``out_dir``, not in it (prepare replaces
+    its output directory whole), e.g. data/processed-comparable.instructions.jsonl."""
+    return out_dir.with_name(f"{out_dir.name}.instructions.jsonl")
 
 
 class OverlapError(ValueError):
@@ -60,8 +65,8 @@ def prepare_comparable(
     train_docs, test_docs = _read(train), _read(test)
     _check_apart(train_docs, test_docs)
     rows = build_rows([doc for _, doc in train_docs + test_docs])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    instructions = out_dir / INSTRUCTIONS
+    instructions = instructions_path(out_dir)
+    instructions.parent.mkdir(parents=True, exist_ok=True)
     instructions.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     manifest = prepare(
         instructions,

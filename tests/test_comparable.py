@@ -47,8 +47,8 @@ def test_the_test_split_is_exactly_the_held_out_documents(
     assert manifest["rows"]["test"]["total"] == 15
     assert manifest["split"].startswith("named test abstracts")
     assert manifest["comparable"]["test_pmids"] == [doc.pmid for doc in read_pubtator(test)]
-    # `make train DATA=<out>/instructions.jsonl PROCESSED=<out>` keeps these splits
-    assert not is_stale(out / "instructions.jsonl", out)
+    # `make train DATA=<out>.instructions.jsonl PROCESSED=<out>` keeps these splits
+    assert not is_stale(out.with_name(f"{out.name}.instructions.jsonl"), out)
 
 
 def test_a_document_on_both_sides_is_refused(halves: tuple[Path, Path], tmp_path: Path) -> None:
