@@ -29,8 +29,10 @@ NAMES = ("relation CID", "id Chemical", "id Disease", "mention Chemical", "menti
 
 
 def bc5cdr(*args: object) -> subprocess.CompletedProcess:
+    """`python -m eval bc5cdr ARGS`, with the shared official kit unless ARGS name one."""
+    kit = [] if "--kit" in args else ["--kit", KIT]
     return subprocess.run(
-        [sys.executable, "-m", "eval", "bc5cdr", *map(str, args)],
+        [sys.executable, "-m", "eval", "bc5cdr", *map(str, [*args, *kit])],
         cwd=REPO,
         capture_output=True,
         text=True,
