@@ -175,7 +175,10 @@ def test_entry_command_is_a_real_make_target():
     command = json.loads(cmd.removeprefix("CMD "))
     assert command[0] == "make" and command[1] in make_targets()
     dry_run = subprocess.run(
-        ["make", "-n", *command[1:], "PYTHON=python3"], cwd=REPO, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", *command[1:], "PYTHON=python3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert dry_run.returncode == 0, dry_run.stderr
 
@@ -183,7 +186,11 @@ def test_entry_command_is_a_real_make_target():
 def test_docker_smoke_builds_the_image_then_runs_the_demo_in_it():
     assert {"docker-smoke", "demo"} <= make_targets()
     dry_run = subprocess.run(
-        ["make", "-n", "docker-smoke"], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "docker-smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     build, run = dry_run.stdout.strip().splitlines()
     assert build == "docker build -f docker/Dockerfile -t cdr-finetune:latest ."
@@ -192,7 +199,10 @@ def test_docker_smoke_builds_the_image_then_runs_the_demo_in_it():
     )
     # In the image `make demo` runs the image's python (PYTHON=python3: nothing is installed) ...
     demo = subprocess.run(
-        ["make", "-n", "demo", "PYTHON=python3"], cwd=REPO, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "demo", "PYTHON=python3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert demo.stdout.strip() == "python3 -m training demo"
     # ... and everything the demo reads is copied into it.
