@@ -3,6 +3,7 @@ it stops within seconds with what to do, writing nothing; tiny-cpu needs none of
 
 from __future__ import annotations
 
+import os
 import time
 
 import conftest
@@ -67,7 +68,7 @@ BUSY = Gpu("NVIDIA A100-SXM4-80GB", (8, 0), free_gib=4.0, bf16=True)
                      ["4/8-bit loading needs bitsandbytes with CUDA: bitsandbytes runs on CPU"],
                      id="bnb-without-cuda"),
         pytest.param(Machine([BUSY], bnb_cuda=True), 1,
-                     ["has 4.0 GiB free; llama3b-qlora peaks at about 12 GiB"], id="low-memory"),
+                     ["has 4.0 GiB free; llama3b-qlora peaks at about 6 GiB"], id="low-memory"),
         pytest.param(Machine([A100], bnb_cuda=True), 2, ["--gpus 2 asked for, 1 visible"],
                      id="too-few-gpus"),
         pytest.param(Machine([A100, A100], bnb_cuda=True), 2, [], id="fine"),
@@ -163,3 +164,21 @@ def test_hub_probe_against_a_stand_in_hub(monkeypatch, base, token, expected):
     else:
         (problem,) = problems
         assert expected in problem and (token is None or token not in problem)
+
+
+def test_gpus_are_read_with_nvidia_smi_without_a_cuda_context(tmp_path, monkeypatch):
+    """The launcher reads GPUs through nvidia-smi (no torch, no CUDA context of its own while
+    Axolotl trains), respecting CUDA_VISIBLE_DEVICES."""
+    fake = tmp_path / "nvidia-smi"
+    listing = "0, NVIDIA H200, 143000, 9.0\\n1, Tesla T4, 15000, 7.5\\n"
+    fake.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    h200, t4 = preflight.nvidia_smi_gpus()
+    assert (h200.name, h200.capability, h200.bf16) == ("NVIDIA H200", (9, 0), True)
+    assert round(h200.free_gib, 1) == 139.6 and (t4.capability, t4.bf16) == ((7, 5), False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [g.name for g in preflight.nvidia_smi_gpus()] == ["Tesla T4"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8c2f")
+    assert preflight.nvidia_smi_gpus() is None  # UUIDs: torch resolves them

@@ -17,7 +17,10 @@ Every problem found is listed, each with what to do. The tiny-cpu recipe needs n
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,12 @@ from typing import Any
 from training.build_model import REPO
 
 # The recipe's GPU memory peak (GiB, reserved by torch) measured by `make bench-recipes` on an
-# H100 (bench/results/recipe-<name>.json: train.timing.peak_reserved_gib), except llama3b-qlora:
-# its eval at eval_batch_size 2 peaks higher (12 GiB, noted in the recipe). A GPU with less
-# free memory than this runs out of memory part-way through the first steps or the first eval.
+# H100 (bench/results/recipe-<name>.json: train.timing.peak_reserved_gib), and for llama3b-qlora
+# by the whole run (`make bench-run`, bench/results/run-llama3b-qlora.json: 4.85 GiB allocated
+# in its peak phase, rounded up for the allocator's reserve). A GPU with less free memory than
+# this runs out of memory part-way through the first steps or the first eval.
 KNOWN_PEAK_GIB = {
-    "llama3b-qlora": 12.0,
+    "llama3b-qlora": 6.0,
     "mistral7b-qlora": 8.6,
     "phi3mini-qlora": 4.5,
     "qwen7b-qlora": 9.5,
@@ -73,11 +77,46 @@ def cuda_reasons(config: dict[str, Any]) -> list[str]:
 
 
 def probe_machine(check_bnb: bool) -> Machine:
-    """What this machine has. No NVIDIA/AMD driver at all is known without importing torch."""
+    """What this machine has. No NVIDIA/AMD driver at all is known without importing torch.
+    The launcher holds no CUDA context of its own while Axolotl trains (a context pins a few
+    hundred MB of the GPU and costs seconds): GPUs are read with nvidia-smi where it exists, and
+    bitsandbytes is tried in a child process."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return Machine(why_none="CUDA_VISIBLE_DEVICES is empty")
     if not any(Path(path).exists() for path in GPU_DEVICE_FILES):
         return Machine(why_none="no GPU driver on this machine")
+    gpus = nvidia_smi_gpus()
+    machine = Machine(gpus=gpus) if gpus is not None else _torch_probe()
+    if machine.gpus and check_bnb:
+        machine.bnb_cuda, machine.bnb_detail = _bitsandbytes_cuda_in_child()
+    return machine
+
+
+def nvidia_smi_gpus() -> list[Gpu] | None:
+    """The visible NVIDIA GPUs, or None when nvidia-smi cannot say (then torch is asked)."""
+    query = "--query-gpu=index,name,memory.free,compute_cap"
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+        rows = [[cell.strip() for cell in line.split(",")] for line in listed.splitlines()]
+        found = {}
+        for index, name, free, cap in rows:
+            capability = tuple(map(int, cap.split(".")))
+            # bf16 from Ampere (8.0) on, as torch.cuda.is_bf16_supported() decides it.
+            found[index] = Gpu(name, capability, float(free) / 1024, capability >= (8, 0))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return list(found.values())
+    if not all(d.strip().isdigit() for d in visible.split(",") if d.strip()):
+        return None  # UUIDs or MIG names: let torch resolve them
+    return [found[d.strip()] for d in visible.split(",") if d.strip() in found]
+
+
+def _torch_probe() -> Machine:
     import torch
 
     if not torch.cuda.is_available():
@@ -93,9 +132,19 @@ def probe_machine(check_bnb: bool) -> Machine:
                 bf16=torch.cuda.is_bf16_supported(),
             )
         )
-    if check_bnb:
-        machine.bnb_cuda, machine.bnb_detail = _bitsandbytes_cuda()
     return machine
+
+
+def _bitsandbytes_cuda_in_child() -> tuple[bool, str]:
+    code = "import json, training.preflight as p; print(json.dumps(p._bitsandbytes_cuda()))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        ok, detail = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return False, "bitsandbytes could not be checked (see `python -c 'import bitsandbytes'`)"
+    return bool(ok), str(detail)
 
 
 def _bitsandbytes_cuda() -> tuple[bool, str]:

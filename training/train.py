@@ -302,17 +302,8 @@ def _torch_cuda_build() -> str | None:
 
 
 def gpu_names(gpus: int) -> list[str]:
-    """Names of the GPUs the run is given (nvidia-smi; [] without an NVIDIA driver)."""
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return []
-    names = dict(line.split(", ", 1) for line in listed.splitlines() if ", " in line)
-    chosen = visible_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES")).split(",")
-    return [names[i] for i in chosen if i in names]
+    """Names of the GPUs the run is given ([] without an NVIDIA driver or nvidia-smi)."""
+    return [gpu.name for gpu in (preflight.nvidia_smi_gpus() or [])][: max(gpus, 1)]
 
 
 def hardware(gpus: int) -> dict[str, Any]:
