@@ -270,7 +270,7 @@ def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_pa
     prompts = encode_prompts(tokenizer, rows)
     model = load_hf_model(target.model, target.adapter, tokenizer)
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
-    # The random model never ends a turn. Stopping also at up to three tokens it writes, each
+    # Stopping also at up to three tokens the model writes, each
     # added only if rows then stop at more different steps (or not at all) while some row still
     # outlasts the first round, makes rows stop in different rounds where its outputs allow.
     with torch.inference_mode():
@@ -280,7 +280,8 @@ def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_pa
         )
         output = model.generate(**inputs, generation_config=config)
     ids = output[:, inputs["input_ids"].shape[1] :].tolist()
-    assert eot not in {t for row in ids for t in row}
+    # Whether the tiny run's adapter ever writes <|eot_id|> varies with CPU run-to-run noise in
+    # its training; either way eot is a stop and the rounds must reproduce the single pass.
 
     def stop_steps(stops: list[int]) -> set[int | None]:
         return {next((i for i, t in enumerate(row) if t in stops), None) for row in ids}
