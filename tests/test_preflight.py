@@ -182,3 +182,19 @@ def test_gpus_are_read_with_nvidia_smi_without_a_cuda_context(tmp_path, monkeypa
     assert [g.name for g in preflight.nvidia_smi_gpus()] == ["Tesla T4"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8c2f")
     assert preflight.nvidia_smi_gpus() is None  # UUIDs: torch resolves them
+
+
+def test_bitsandbytes_library_is_checked_on_disk_without_importing_torch(monkeypatch):
+    # The check runs before every GPU training: it must find the library bitsandbytes would
+    # load for torch's CUDA build, and name what is missing when there is none.
+    monkeypatch.delenv("BNB_CUDA_VERSION", raising=False)
+    monkeypatch.setattr(preflight, "_torch_cuda_version", lambda: "13.0")
+    assert preflight._bitsandbytes_cuda_library() == (True, "")
+    monkeypatch.setattr(preflight, "_torch_cuda_version", lambda: "9.9")
+    ok, detail = preflight._bitsandbytes_cuda_library()
+    assert not ok and "libbitsandbytes_cuda99" in detail and "CUDA 9.9" in detail
+    monkeypatch.setattr(preflight, "_torch_cuda_version", lambda: None)
+    assert preflight._bitsandbytes_cuda_library() == (
+        False,
+        "the installed torch is not a CUDA build",
+    )

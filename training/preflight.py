@@ -17,8 +17,8 @@ Every problem found is listed, each with what to do. The tiny-cpu recipe needs n
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -88,7 +88,7 @@ def probe_machine(check_bnb: bool) -> Machine:
     gpus = nvidia_smi_gpus()
     machine = Machine(gpus=gpus) if gpus is not None else _torch_probe()
     if machine.gpus and check_bnb:
-        machine.bnb_cuda, machine.bnb_detail = _bitsandbytes_cuda_in_child()
+        machine.bnb_cuda, machine.bnb_detail = _bitsandbytes_cuda_library()
     return machine
 
 
@@ -135,33 +135,41 @@ def _torch_probe() -> Machine:
     return machine
 
 
-def _bitsandbytes_cuda_in_child() -> tuple[bool, str]:
-    code = "import json, training.preflight as p; print(json.dumps(p._bitsandbytes_cuda()))"
+def _torch_cuda_version() -> str | None:
+    """torch's CUDA build ("13.0"), read from torch/version.py without importing torch (an
+    import costs ~10 s on a cold machine; this check runs before every training)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    version_file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-        )
-        ok, detail = json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return False, "bitsandbytes could not be checked (see `python -c 'import bitsandbytes'`)"
-    return bool(ok), str(detail)
+        text = version_file.read_text("utf-8")
+    except OSError:
+        return None
+    match = re.search(r"^cuda(?:: [^=]+)? = ['\"]([0-9.]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
-def _bitsandbytes_cuda() -> tuple[bool, str]:
-    if importlib.util.find_spec("bitsandbytes") is None:
+def _bitsandbytes_cuda_library() -> tuple[bool, str]:
+    """Whether bitsandbytes ships the CUDA library it will load for this torch: the file it
+    picks (libbitsandbytes_cuda<major><minor>, or BNB_CUDA_VERSION's) must be in the package.
+    Checked on disk in milliseconds; a library that is present but cannot load (a broken
+    driver) still fails inside Axolotl with bitsandbytes' own message."""
+    spec = importlib.util.find_spec("bitsandbytes")
+    if spec is None or not spec.submodule_search_locations:
         return False, "bitsandbytes is not installed"
-    try:
-        from bitsandbytes import cextension
-    except Exception as err:  # a broken install fails in many ways; all mean "no 4-bit"
-        return False, f"bitsandbytes does not load: {type(err).__name__}: {err}"
-    backend = getattr(cextension, "BNB_BACKEND", "?")
-    lib = getattr(cextension, "lib", None)
-    if backend not in ("CUDA", "ROCm"):
-        return False, f"bitsandbytes runs on {backend}, not CUDA"
-    if lib is None or "mock" in type(lib).__name__.lower():  # its stand-in when loading failed
-        detail = str(getattr(lib, "error_msg", "") or "").splitlines()[:1]
-        return False, "bitsandbytes' CUDA library did not load" + (
-            f" ({detail[0]})" if detail else ""
+    package = Path(next(iter(spec.submodule_search_locations)))
+    cuda = _torch_cuda_version()
+    if cuda is None:
+        return False, "the installed torch is not a CUDA build"
+    wanted = os.environ.get("BNB_CUDA_VERSION") or cuda.replace(".", "")[:3]
+    suffix = ".dll" if sys.platform == "win32" else ".dylib" if sys.platform == "darwin" else ".so"
+    library = package / f"libbitsandbytes_cuda{wanted}{suffix}"
+    if not library.is_file():
+        shipped = sorted(p.name for p in package.glob(f"libbitsandbytes_*{suffix}"))
+        return False, (
+            f"bitsandbytes has no library for CUDA {cuda} ({library.name} missing; it ships "
+            f"{', '.join(shipped) or 'none'})"
         )
     return True, ""
 
