@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # In help order. A module that does not exist yet is left out of the CLI.
-SUBCOMMANDS = ("score", "generate", "compare", "extract", "serve", "bc5cdr", "ground")
+SUBCOMMANDS = ("score", "generate", "compare", "serve", "bc5cdr", "ground")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
             if error.name != f"eval.{name}":
                 raise
             continue
-        module.register(subparsers)
+        if hasattr(module, "register"):
+            module.register(subparsers)
+        else:  # preprocessing.cli's pattern: add_arguments(parser) and run(args)
+            sub = subparsers.add_parser(
+                name,
+                help=(module.__doc__ or "").strip().splitlines()[0].rstrip("."),
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.add_arguments(sub)
+            sub.set_defaults(func=module.run)
     return parser
 
 

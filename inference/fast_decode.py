@@ -25,7 +25,7 @@ from inference.fast_model import Decoder, decode_step, decoder_of, prefill, rota
 
 # Padded prompt tokens per prefill forward (GPU / CPU): bounds activation memory.
 PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
-# Rows decoded together at most (GPU, from free memory below this; CPU: this many).
+# Rows decoded together at most, unless batch_size says otherwise (on a GPU also what fits).
 MAX_ROWS = {"cuda": 1024, "cpu": 64}
 # Share of free GPU memory the KV cache may take; the rest: weights' temporaries, prefill
 # activations, logits, graph pools.
@@ -97,19 +97,23 @@ def _state_for(lm: Any, decoder: Decoder, capacity: int, length: int, keep: bool
     return state
 
 
-def _rows_per_wave(decoder: Decoder, rows: int, length: int, batch_size: int | None) -> int:
-    if batch_size:
-        return min(rows, batch_size)
+def _rows_per_wave(
+    decoder: Decoder, rows: int, length: int, batch_size: int | None, held: int = 0
+) -> int:
+    """Rows decoded together: at most `batch_size` (default MAX_ROWS), and on a GPU at most as
+    many as the free memory (plus `held`, the bytes of the cache this model keeps) holds the KV
+    cache of."""
+    wanted = min(rows, batch_size or MAX_ROWS[decoder.device.type])
     if decoder.device.type != "cuda":
-        return min(rows, MAX_ROWS["cpu"])
+        return wanted
     from inference.hf_rounds import free_gpu_bytes
 
     per_token = 2 * len(decoder.layers) * decoder.kv_heads * decoder.head_dim
     per_token *= decoder.dtype.itemsize
-    fits = int(free_gpu_bytes() * KV_MEMORY_SHARE / (per_token * length))
+    fits = int((free_gpu_bytes() + held) * KV_MEMORY_SHARE / (per_token * length))
     if fits < 1:
         raise MemoryError(f"not one row of {length} tokens fits in the free GPU memory")
-    return min(rows, MAX_ROWS["cuda"], fits)
+    return min(wanted, fits)
 
 
 def fast_generate(
@@ -134,7 +138,10 @@ def fast_generate(
     decoder = decoder_of(lm)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     length = -(-(len(prompts[order[0]]) + max_new_tokens) // LENGTH_STEP) * LENGTH_STEP
-    wave_rows = _rows_per_wave(decoder, len(prompts), length, batch_size)
+    kept = _STATES.get(lm)
+    held = sum(2 * k.numel() * k.element_size() for k, _ in kept.cache) if kept else 0
+    wave_rows = _rows_per_wave(decoder, len(prompts), length, batch_size, held)
+    del kept
     use_graphs = decoder.device.type == "cuda"
     state = _state_for(lm, decoder, bucket_for(wave_rows), length, keep_state and use_graphs)
     run = _Run(decoder, state, set(stops), max_new_tokens, use_graphs)
@@ -190,7 +197,8 @@ class _Run:
         state.positions[:rows] = torch.tensor([len(p) for p in prompts], device=self.decoder.device)
         self.prefill_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        bucket, buckets, steps = bucket_for(rows), [], 0
+        bucket = bucket_for(rows)
+        buckets, steps = [bucket], 0
         state.tokens[rows:bucket] = 0
         state.positions[rows:bucket] = 0  # filler slots: their own cache row, position 0 on
         slots = list(range(rows)) + [-1] * (bucket - rows)  # slot -> row of the wave; -1 filler
@@ -199,7 +207,6 @@ class _Run:
         while going:
             if len(going) < bucket // 2:
                 bucket = self._compact(slots, going)
-            if not buckets or buckets[-1] != bucket:
                 buckets.append(bucket)
             produced = self._step(bucket)
             steps += 1

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from eval.extract import Extractor
+from inference.extract import Extractor
 from eval.serve import ExtractionServer, Limits, make_server
 
 pytestmark = pytest.mark.slow
