@@ -100,8 +100,9 @@ def generate_greedy(
             if chosen == "fast":
                 from inference.fast_decode import fast_generate
 
+                # A model in training keeps no KV cache between calls: training needs the memory.
                 tokens, stats = fast_generate(
-                    model, prompts, max_new_tokens, stops, batch_size, progress
+                    model, prompts, max_new_tokens, stops, batch_size, progress, not was_training
                 )
             else:
                 from inference.hf_rounds import generate_in_rounds

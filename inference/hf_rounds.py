@@ -152,7 +152,7 @@ def generate_in_rounds(
     return generated, {
         "prefill_seconds": None,  # inside each generate call, not measured apart
         "decode_seconds": round(time.perf_counter() - started, 3),
-        "decode_steps": sum(r["new_tokens"] for r in rounds),
+        "decode_steps": None,  # inside each generate call, which stops early: not counted
         "batch_size": batch_size or "auto",
         "rounds": rounds,
     }
