@@ -1,7 +1,8 @@
 """`python -m eval SUBCOMMAND ...`: each subcommand lives in its own module eval/<name>.py.
 
 A module joins the CLI by defining `register(subparsers)`, which adds its parser and sets
-`func` (called with the parsed arguments, returning an exit status). Heavy imports (torch,
+`func` (called with the parsed arguments, returning an exit status), or preprocessing.cli's
+`add_arguments(parser)` and `run(args)`. Heavy imports (torch,
 transformers, matplotlib) stay inside the functions so that `score` starts instantly.
 """
 

@@ -84,6 +84,17 @@ def test_empty_input_is_refused(extractor):
     assert extractor.extract([]) == []
 
 
+def test_prompt_budget(extractor, sample_abstracts):
+    """What a service checks before decoding: a text's longest prompt against the budget."""
+    text = sample_abstracts[0]
+    assert extractor.prompt_tokens(text) == max(map(len, extractor.prompts([text])))
+    assert extractor.max_prompt_tokens == 2048 - NEW_TOKENS  # the tiny model's context
+    too_long = "nephrotoxicity " * 2000
+    assert extractor.prompt_tokens(too_long) > extractor.max_prompt_tokens
+    with pytest.raises(RunError, match="text 2: its prompt is"):
+        extractor.extract([text, too_long])
+
+
 def test_answers_are_parsed_with_the_task_rules():
     answers = {
         "chemical": Generation("- Cisplatin\n- cisplatin\n- Cisplatin\n", "stop", 9),
