@@ -43,28 +43,45 @@ def finish(tokens: list[int], stop_ids: set[int], tokenizer: Any) -> Generation:
 
 
 def causal_lm(model: Any) -> Any:
-    """The transformers *ForCausalLM inside a peft wrapper (LoRA layers stay in it), or itself."""
+    """The transformers *ForCausalLM inside a DDP and/or peft wrapper (LoRA layers stay in it),
+    or the model itself."""
+    while hasattr(model, "module") and not hasattr(model, "config"):  # DistributedDataParallel
+        model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
 
-def choose_engine(model: Any, requested: str = "auto") -> tuple[str, str]:
-    """(engine, why) for this model: "fast" or "hf"."""
+def sliding_window(config: Any) -> int | None:
+    """The attention window the model uses, if any (the fast engine attends to every position)."""
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
+
+
+def choose_engine(model: Any, requested: str = "auto", longest: int = 0) -> tuple[str, str]:
+    """(engine, why) for this model, for rows of up to `longest` tokens (prompt plus answer):
+    "fast" or "hf"."""
     if requested not in ENGINES:
         raise ValueError(f"engine {requested!r}: expected one of {', '.join(ENGINES)}")
-    model_type = getattr(causal_lm(model).config, "model_type", None)
-    supported = model_type in FAST_MODEL_TYPES
+    config = causal_lm(model).config
+    model_type = getattr(config, "model_type", None)
+    window = sliding_window(config)
+    problem = None
+    if model_type not in FAST_MODEL_TYPES:
+        known = ", ".join(FAST_MODEL_TYPES)
+        problem = f"the fast engine decodes {known} models, not {model_type!r}"
+    elif window is not None and longest > window:
+        problem = f"rows of up to {longest} tokens outrun the model's {window}-token sliding window"
     if requested == "hf":
         return "hf", "requested"
     if requested == "fast":
-        if not supported:
-            raise ValueError(
-                f"the fast engine decodes {', '.join(FAST_MODEL_TYPES)} models, not {model_type!r}"
-            )
+        if problem:
+            raise ValueError(problem)
         return "fast", "requested"
-    if supported:
-        return "fast", f"auto: {model_type} model"
-    return "hf", f"auto: the fast engine does not know {model_type!r} models"
+    if problem:
+        return "hf", f"auto: {problem}"
+    return "fast", f"auto: {model_type} model"
 
 
 def generate_greedy(
@@ -91,7 +108,8 @@ def generate_greedy(
 
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    chosen, why = choose_engine(model, engine)
+    longest = max(map(len, prompts), default=0) + max_new_tokens
+    chosen, why = choose_engine(model, engine, longest)
     was_training = model.training
     model.eval()  # no dropout while decoding, whatever the caller (a training loop) had set
     started = time.perf_counter()

@@ -103,6 +103,17 @@ def test_auto_picks_fast_for_llama_and_hf_when_asked(tiny) -> None:
         choose_engine(tiny, "nope")
 
 
+def test_rows_longer_than_a_sliding_window_go_to_hf() -> None:
+    model = _family_model("mistral", sliding_window=64)
+    assert choose_engine(model, "auto", longest=64)[0] == "fast"
+    engine, why = choose_engine(model, "auto", longest=65)
+    assert engine == "hf" and "64-token sliding window" in why
+    with pytest.raises(ValueError, match="sliding window"):
+        choose_engine(model, "fast", longest=65)
+    # Qwen2 keeps a window in its config but does not use it by default.
+    assert choose_engine(_family_model("qwen2", sliding_window=64), "auto", 500)[0] == "fast"
+
+
 def test_lora_unmerged_training_mode_equals_merged(tiny_model: Path, sample_prompts) -> None:
     """A peft model with its adapter unmerged (as a training loop holds it, in training mode,
     dropout on) decodes to the tokens of the same adapter merged."""
@@ -132,7 +143,7 @@ def test_lora_unmerged_training_mode_equals_merged(tiny_model: Path, sample_prom
     assert untuned != merged  # the adapter was applied
 
 
-def _family_model(family: str):
+def _family_model(family: str, **extra: int):
     import torch
     import transformers
 
@@ -145,7 +156,7 @@ def _family_model(family: str):
     config = getattr(transformers, config_class)(
         vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, **extra,
     )  # fmt: skip
     return getattr(transformers, model_class)(config).eval()
 
