@@ -358,6 +358,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: fast for llama/mistral/qwen2/phi3 models, else hf; vllm only when asked",
     )
+    parser.add_argument(
+        "--backend", choices=("auto", "hf", "vllm"), dest="engine", help="older name of --engine"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
