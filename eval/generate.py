@@ -24,16 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.runs import add_run_argument, no_run_message
 from eval.score import InputError, check_row, read_jsonl, score_rows
 from inference.decode import Generation, generate_greedy
 from inference.load import device_and_dtype, device_name, load_model
 from inference.run import (
     ModelSource,
     RunError,
+    add_run_argument,
     encode_prompts,
     load_tokenizer,
     local_or_hub,
+    no_run_message,
     run_records,
     source_of_recipe,
     source_of_run,

@@ -25,8 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from eval.generate import InputError
-from eval.runs import add_run_argument, no_run_message
-from inference.run import RunError
+from inference.run import RunError, add_run_argument, no_run_message
 
 
 @dataclass(frozen=True)

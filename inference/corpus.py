@@ -26,7 +26,7 @@ from typing import Any
 
 from inference.decode import ENGINES
 from inference.inputs import Abstract, read_abstracts
-from inference.run import RunError
+from inference.run import RunError, add_run_argument, no_run_message
 from preprocessing.files import FileFormatError
 
 # Abstracts per decode (x3 prompts): results reach OUT after each chunk.
@@ -34,8 +34,7 @@ DEFAULT_CHUNK = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # A bare --run (make's `--run $(RUN)` with RUN unset) reads as no run.
-    parser.add_argument("--run", type=Path, nargs="?", const=None, help="runs/<recipe>-<stamp>")
+    add_run_argument(parser)
     parser.add_argument(
         "--input", default="-", metavar="FILE|DIR|-", help="abstracts (default: stdin)"
     )
@@ -129,10 +128,7 @@ def extract_all(args: argparse.Namespace, abstracts: list[Abstract]) -> list[dic
 
 def run(args: argparse.Namespace) -> int:
     if args.run is None:
-        print(
-            "error: which run? pass --run runs/<dir> (make extract RUN=runs/<dir>)",
-            file=sys.stderr,
-        )
+        print(no_run_message("extract"), file=sys.stderr)
         return 2
     try:
         if min(args.max_new_tokens, args.chunk_size) < 1:

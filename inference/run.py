@@ -8,6 +8,7 @@ system prompt run.json records, and the template's end-of-turn token as a stop.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 
 from preprocessing.files import REPO, FileFormatError, load_yaml, read_json
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT
+
+# Runs listed when a command is given none.
+NEWEST_SHOWN = 5
 
 
 class RunError(ValueError):
@@ -132,6 +136,41 @@ def system_prompt_of(run_dir: Path) -> str | None:
     prompt for runs that predate the record."""
     info, _ = run_records(run_dir)
     return info.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
+
+
+# ---- which run? -------------------------------------------------------------------------------
+# `make eval` / `extract` / `serve` without RUN= (and the CLIs without --run) say what to pass and
+# list the newest runs, so the fix can be copied, instead of argparse's "expected one argument".
+
+
+def add_run_argument(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    """--run RUNDIR; a bare --run (make's `--run $(RUN)` with RUN unset) reads as no run."""
+    parser.add_argument(
+        "--run", type=Path, nargs="?", const=None, help="run directory runs/<recipe>-<stamp>"
+    )
+
+
+def newest_runs(runs_dir: Path, count: int = NEWEST_SHOWN) -> list[Path]:
+    """Run directories (they hold run.json), newest first."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [path.parent for path in runs_dir.glob("*/run.json")]
+    return sorted(runs, key=lambda path: path.stat().st_mtime, reverse=True)[:count]
+
+
+def no_run_message(make_target: str, runs_dir: Path = Path("runs")) -> str:
+    """The lines to print when no run was given."""
+    lines = [
+        f"error: which run? pass RUN=runs/<dir> (make {make_target} RUN=runs/<dir>) "
+        "or --run runs/<dir>"
+    ]
+    runs = newest_runs(runs_dir)
+    if runs:
+        lines.append(f"newest runs in {runs_dir}/:")
+        lines += [f"  make {make_target} RUN={run.as_posix()}" for run in runs]
+    else:
+        lines.append(f"no runs in {runs_dir}/ yet: train one first (make train, or make demo)")
+    return "\n".join(lines)
 
 
 # ---- tokenizer, prompts, stop tokens ---------------------------------------------------------
