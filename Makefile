@@ -46,7 +46,7 @@ export AXOLOTL_DO_NOT_TRACK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup data data-comparable build-bc5cdr tiny-model train demo eval eval-base \
-        bc5cdr-eval compare merge extract serve test lint docker-build docker-smoke docker-train \
+        bc5cdr-eval compare merge extract extract-corpus serve test lint docker-build docker-smoke docker-train \
         bench-run bench-train bench-eval bench-recipes \
         bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
         clean
@@ -88,7 +88,7 @@ demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval repor
 
 eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (LIMIT=N rows)
 	$(PYTHON) -m eval generate $(if $(RUN),--run $(RUN)) $(if $(LIMIT),--limit $(LIMIT)) \
-		$(if $(MERGED),--merged)
+		$(if $(MERGED),--merged) $(if $(ENGINE),--engine $(ENGINE))
 
 eval-base: $(SETUP)  ## the same on RECIPE's untuned base model
 	$(PYTHON) -m eval generate --base $(RECIPE) --processed $(PROCESSED)
@@ -111,8 +111,12 @@ merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
 	fi
 	$(PYTHON) -m training merge $(RUN)
 
-extract: $(SETUP)  ## chemicals, diseases, relations as JSON from TEXT=file (.txt/.jsonl; default stdin)
-	$(PYTHON) -m eval extract $(if $(RUN),--run $(RUN)) --text $(or $(TEXT),-) --json
+extract: $(SETUP)  ## chemicals, diseases, relations as JSON (stdout: only JSON) from TEXT=file|dir (default stdin)
+	@$(PYTHON) -m inference extract $(if $(RUN),--run $(RUN)) --input $(or $(TEXT),-)
+
+extract-corpus: $(SETUP)  ## every abstract of INPUT= (JSONL, .txt folder, PubTator) -> OUT= JSONL; a rerun resumes
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "error: give INPUT=file|dir and OUT=results.jsonl" >&2; exit 2; }
+	$(PYTHON) -m inference extract $(if $(RUN),--run $(RUN)) --input $(INPUT) --out $(OUT)
 
 serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
 	$(PYTHON) -m eval serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)

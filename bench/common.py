@@ -264,7 +264,7 @@ def runs_of(recipe: str) -> set[Path]:
 
 @dataclass
 class LoadedRun:
-    """A training run ready to generate with, loaded as `eval generate` loads it on the HF path."""
+    """A training run ready to decode with, loaded as `eval generate` loads it."""
 
     target: Any  # eval.generate.Target
     tokenizer: Any
@@ -277,22 +277,17 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path, limit: int | None = None) -> LoadedRun:
-    """The run's tokenizer, first `limit` test rows (None: all) and model, with eval's own
-    loaders (`python -m bench.decoding` and `bench.profile_generate` measure on top of it)."""
-    from eval.generate import (
-        encode_prompts,
-        load_hf_model,
-        load_test_rows,
-        load_tokenizer,
-        resolve_run,
-        stop_token_ids,
-    )
+    """The run's tokenizer, first `limit` test rows (None: all) and model, with the inference
+    package's loaders (`python -m bench.decoding` and `bench.profile_generate` measure on top)."""
+    from eval.generate import load_test_rows, resolve_run
+    from inference.load import load_model
+    from inference.run import encode_prompts, load_tokenizer, stop_token_ids
 
     target = resolve_run(run_dir, None, merged=False)
     tokenizer = load_tokenizer(target)
     rows, rows_in_split = load_test_rows(target.test_file, limit)
     started = time.perf_counter()
-    model = load_hf_model(target.model, target.adapter, tokenizer)
+    model = load_model(target.model, target.adapter, tokenizer)
     load_seconds = time.perf_counter() - started
     return LoadedRun(
         target=target,

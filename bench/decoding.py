@@ -1,18 +1,21 @@
-"""Our eval's decoding strategies side by side: the same run, test split and token budget.
+"""Our decoding engines and strategies side by side: the same run, test split and token budget.
 
     python -m bench.decoding --run RUNDIR [--strategies NAME ...] [--limit N] --out FILE
 
-- `rounds-dynamic-cache`, `rounds-static-cache`: what `eval generate` does (`generate_greedy`:
-  64 new tokens, then rows that have not stopped get 128 more, then 256, ...), with a KV cache
-  that grows by a token per step or one allocated per generate call (the result's
-  `eval_generate_kv_cache` says which one `eval generate` uses).
+- `fast`: the inference package's fast engine (what `eval generate` uses for Llama, Mistral,
+  Qwen2 and Phi-3 models): preallocated KV cache, CUDA graphs per batch bucket; its stats (prefill
+  and decode seconds, steps, buckets, graphs) are kept in the result.
+- `rounds-dynamic-cache`, `rounds-static-cache`: the hf engine (`generate` in rounds: 64 new
+  tokens, then rows that have not stopped get 128 more, then 256, ...), with a KV cache that grows
+  by a token per step or one allocated per generate call (`hf_kv_cache`: the hf engine's).
 - `one-round`: the same batching (dynamic cache) with the whole budget in one round, as before
   rounds: each `generate` call decodes until its longest row stops, finished rows riding along.
 - `transformers-cb`: transformers' own continuous batching (`model.generate_batch`: paged KV
   cache, a finished row frees its slot, CUDA graphs), with the same greedy config.
 
 The model is loaded once (`bench.common.load_run`, as `eval generate` loads it); each strategy
-decodes all rows of the split and is compared with the first strategy, answer by answer.
+decodes all rows of the split and is compared with the first strategy, answer by answer
+(`answers_equal_to_first_strategy`: the agreement).
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from bench.common import LoadedRun, load_run
 from bench.metrics import write_json
 from bench.timer import cuda_sync
 
-STRATEGIES = ("rounds-static-cache", "rounds-dynamic-cache", "one-round", "transformers-cb")
+STRATEGIES = ("fast", "rounds-static-cache", "rounds-dynamic-cache", "one-round", "transformers-cb")
 
 
 def _continuous_batching(loaded: LoadedRun, max_new_tokens: int) -> list[Any]:
-    from eval.generate import _finish, greedy_config, pad_token_id
+    from inference.decode import finish
+    from inference.hf_rounds import greedy_config, pad_token_id
 
     stops = loaded.stops
     config = greedy_config(max_new_tokens, stops, pad_token_id(loaded.tokenizer, stops), "dynamic")
@@ -40,9 +44,30 @@ def _continuous_batching(loaded: LoadedRun, max_new_tokens: int) -> list[Any]:
     )
     # Results are keyed by request id, req_<position in the input list>.
     return [
-        _finish(list(outputs[f"req_{i}"].generated_tokens), set(stops), loaded.tokenizer)
+        finish(list(outputs[f"req_{i}"].generated_tokens), set(stops), loaded.tokenizer)
         for i in range(len(loaded.prompts))
     ]
+
+
+def _decode(loaded: LoadedRun, strategy: str, max_new_tokens: int) -> tuple[list[Any], dict]:
+    """One strategy over all the loaded rows: (generations, the engine's stats)."""
+    from inference.decode import generate_greedy
+
+    if strategy == "transformers-cb":
+        return _continuous_batching(loaded, max_new_tokens), {}
+    options: dict[str, Any] = {}
+    if strategy != "fast":
+        from inference.fast_decode import release
+
+        release(loaded.model)  # the fast engine's KV cache and graphs: free for this strategy
+        options["engine"] = "hf"
+        if strategy == "one-round":
+            options["first_round_tokens"] = max_new_tokens
+        options["kv_cache"] = "static" if strategy == "rounds-static-cache" else "dynamic"
+    return generate_greedy(
+        loaded.model, loaded.tokenizer, loaded.prompts, max_new_tokens, loaded.stops,
+        progress=True, **({"engine": "fast"} | options),
+    )  # fmt: skip
 
 
 def compare_strategies(
@@ -56,7 +81,8 @@ def compare_strategies(
     or fails leaves the earlier ones' figures)."""
     import torch
 
-    from eval.generate import KV_CACHE, default_max_new_tokens, generate_greedy
+    from eval.generate import default_max_new_tokens
+    from inference.hf_rounds import KV_CACHE
 
     loaded = load_run(run_dir, limit)
     rows = loaded.rows
@@ -71,7 +97,8 @@ def compare_strategies(
         "rows_in_split": loaded.rows_in_split,
         "max_new_tokens": max_new_tokens,
         "load_seconds": round(loaded.load_seconds, 2),
-        "eval_generate_kv_cache": KV_CACHE,
+        "eval_generate_kv_cache": KV_CACHE,  # the hf engine's (name kept for bench.table)
+        "hf_kv_cache": KV_CACHE,
         "first_strategy": strategies[0],
         "strategies": results,
     }
@@ -81,28 +108,20 @@ def compare_strategies(
             torch.cuda.empty_cache()  # the previous strategy's cache: free for this one
         cuda_sync()
         started = time.perf_counter()
-        rounds = None
-        if strategy == "transformers-cb":
-            generations = _continuous_batching(loaded, max_new_tokens)
-        else:
-            options: dict[str, Any] = {}
-            if strategy == "one-round":
-                options["first_round_tokens"] = max_new_tokens
-            options["kv_cache"] = "static" if strategy == "rounds-static-cache" else "dynamic"
-            generations, rounds = generate_greedy(
-                loaded.model, loaded.tokenizer, loaded.prompts, max_new_tokens, loaded.stops,
-                progress=True, **options,
-            )  # fmt: skip
+        generations, stats = _decode(loaded, strategy, max_new_tokens)
         cuda_sync()
         seconds = time.perf_counter() - started
         texts = [g.text for g in generations]
         reference = reference or texts
+        tokens = sum(g.new_tokens for g in generations)
         results[strategy] = {
             "seconds": round(seconds, 2),
             "rows_per_second": round(len(rows) / seconds, 2),
-            "generated_tokens": sum(g.tokens for g in generations),
+            "generated_tokens": tokens,
+            "tokens_per_second": round(tokens / seconds, 1),
             "hit_max_new_tokens": sum(g.finish_reason == "length" for g in generations),
-            "rounds": rounds,
+            "rounds": stats.get("rounds"),
+            "engine_stats": stats or None,
             "answers_equal_to_first_strategy": sum(
                 a == b for a, b in zip(texts, reference, strict=True)
             ),

@@ -1,12 +1,13 @@
-"""Where a decoding step's time goes: our eval's HF generation path, timed and profiled.
+"""Where a decoding step's time goes: the hf engine's `generate` steps, timed and profiled.
 
     python -m bench.profile_generate --run RUNDIR --batch-sizes 1 256 --new-tokens 32 \
         --kv-caches static dynamic --out FILE
 
-The model is loaded exactly as `eval generate` loads it (`load_hf_model`: bf16, LoRA merged); each
-batch is the longest test prompts, left-padded as `generate_greedy` does, and decodes exactly
-`--new-tokens` tokens (`min_new_tokens` keeps every row going, so steps are comparable) with the
-KV cache `generate_greedy` uses (`--kv-caches`: each one asked for; default `eval generate`'s).
+The model is loaded exactly as `eval generate` loads it (`inference.load.load_model`: bf16, LoRA
+merged); each batch is the longest test prompts, left-padded as the hf engine does, and decodes
+exactly `--new-tokens` tokens (`min_new_tokens` keeps every row going, so steps are comparable)
+with the KV cache the hf engine uses (`--kv-caches`: each one asked for; default the engine's).
+The fast engine's own per-step figures are in `python -m bench decoding` (its `engine_stats`).
 Per batch size and cache: milliseconds per decoding step without the profiler (prefill
 subtracted), then the same generation under torch.profiler, summarised by
 `bench.profile.summarize_profile`. A step whose time hardly changes from batch 1 to batch 256 is
@@ -43,7 +44,7 @@ def profile_generation(
 ) -> dict[str, Any]:
     import torch
 
-    from eval.generate import greedy_config, left_padded, pad_token_id
+    from inference.hf_rounds import greedy_config, left_padded, pad_token_id
 
     loaded = load_run(run_dir)
     model = loaded.model
@@ -51,7 +52,7 @@ def profile_generation(
     pad_id = pad_token_id(loaded.tokenizer, loaded.stops)
 
     def config(tokens: int, kv_cache: str) -> Any:
-        # generate_greedy's config, every row kept going for exactly `tokens` steps
+        # the hf engine's config, every row kept going for exactly `tokens` steps
         return greedy_config(tokens, loaded.stops, pad_id, kv_cache, min_new_tokens=tokens)
 
     results = {}
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-caches", nargs="+", choices=["static", "dynamic"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from eval.generate import KV_CACHE
+    from inference.hf_rounds import KV_CACHE
 
     data = profile_generation(
         args.run, args.batch_sizes, args.new_tokens, args.kv_caches or [KV_CACHE]

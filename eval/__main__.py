@@ -1,7 +1,8 @@
 """`python -m eval SUBCOMMAND ...`: each subcommand lives in its own module eval/<name>.py.
 
 A module joins the CLI by defining `register(subparsers)`, which adds its parser and sets
-`func` (called with the parsed arguments, returning an exit status). Heavy imports (torch,
+`func` (called with the parsed arguments, returning an exit status), or preprocessing.cli's
+`add_arguments(parser)` and `run(args)`. Heavy imports (torch,
 transformers, matplotlib) stay inside the functions so that `score` starts instantly.
 """
 
@@ -12,7 +13,7 @@ import importlib
 import sys
 
 # In help order. A module that does not exist yet is left out of the CLI.
-SUBCOMMANDS = ("score", "generate", "compare", "extract", "serve", "bc5cdr", "ground")
+SUBCOMMANDS = ("score", "generate", "compare", "serve", "bc5cdr", "ground")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
             if error.name != f"eval.{name}":
                 raise
             continue
-        module.register(subparsers)
+        if hasattr(module, "register"):
+            module.register(subparsers)
+        else:  # preprocessing.cli's pattern: add_arguments(parser) and run(args)
+            sub = subparsers.add_parser(
+                name,
+                help=(module.__doc__ or "").strip().splitlines()[0].rstrip("."),
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.add_arguments(sub)
+            sub.set_defaults(func=module.run)
     return parser
 
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from eval.generate import InputError
-from eval.runs import add_run_argument, no_run_message
+from inference.run import RunError, add_run_argument, no_run_message
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from eval.extract import Extractor
+    from inference.extract import Extractor
 
     if args.run is None:
         print(no_run_message("serve"), file=sys.stderr)
@@ -217,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         extractor = Extractor(args.run, merged=args.merged, max_new_tokens=args.max_new_tokens)
         server = make_server(extractor, args.host, args.port, limits, str(args.run))
-    except (InputError, OSError) as error:
+    except (InputError, RunError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]

@@ -1,4 +1,4 @@
-"""`python -m eval extract` and `Extractor`: the training prompts, one generate call for all of
+"""`Extractor` and `python -m inference extract`: the training prompts, one decode for all of
 them, and well-formed JSON whatever the model or the input looks like."""
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO, read_jsonl
 
-from eval.extract import Extractor, parse_answers, read_texts
-from eval.generate import Generation, InputError
+import inference.extract
+from inference.decode import Generation
+from inference.extract import Extractor, parse_answers
+from inference.inputs import read_abstracts
+from inference.run import RunError
+from preprocessing.files import FileFormatError
 from preprocessing.task import TASKS, parse_prompt
 
 pytestmark = pytest.mark.slow
@@ -51,17 +55,19 @@ def test_prompts_are_the_training_messages(extractor, processed_sample):
         assert extractor.messages(row["task"], abstract) == row["messages"][:-1]
 
 
-def test_real_and_garbage_abstracts_in_one_generate_call(extractor, sample_abstracts, monkeypatch):
+def test_real_and_garbage_abstracts_in_one_decode(extractor, sample_abstracts, monkeypatch):
     calls = []
-    original = extractor.model.generate
+    original = inference.extract.generate_greedy
 
-    def counting_generate(**kwargs):
-        calls.append(kwargs["input_ids"].shape[0])
-        return original(**kwargs)
+    def counting_decode(model, tokenizer, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        return original(model, tokenizer, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(extractor.model, "generate", counting_generate)
+    monkeypatch.setattr(inference.extract, "generate_greedy", counting_decode)
     results = extractor.extract([sample_abstracts[0], GARBAGE])
-    assert calls == [2 * len(TASKS)]  # both abstracts' three prompts in a single batch
+    assert calls == [2 * len(TASKS)]  # both abstracts' three prompts in a single decode
+    assert extractor.last_stats["engine"] == "fast"
+    assert extractor.last_stats["waves"][0]["rows"] == 2 * len(TASKS)  # decoded together
     assert len(results) == 2
     for result in results:
         check_result(result)
@@ -73,9 +79,20 @@ def test_extraction_is_deterministic(extractor, sample_abstracts):
 
 
 def test_empty_input_is_refused(extractor):
-    with pytest.raises(InputError, match="text 2"):
+    with pytest.raises(RunError, match="text 2"):
         extractor.extract(["An abstract.", "   "])
     assert extractor.extract([]) == []
+
+
+def test_prompt_budget(extractor, sample_abstracts):
+    """What a service checks before decoding: a text's longest prompt against the budget."""
+    text = sample_abstracts[0]
+    assert extractor.prompt_tokens(text) == max(map(len, extractor.prompts([text])))
+    assert extractor.max_prompt_tokens == 2048 - NEW_TOKENS  # the tiny model's context
+    too_long = "nephrotoxicity " * 2000
+    assert extractor.prompt_tokens(too_long) > extractor.max_prompt_tokens
+    with pytest.raises(RunError, match="text 2: its prompt is"):
+        extractor.extract([text, too_long])
 
 
 def test_answers_are_parsed_with_the_task_rules():
@@ -105,73 +122,69 @@ def test_answers_are_parsed_with_the_task_rules():
     ]
 
 
-def test_read_texts_plain_and_jsonl(tmp_path):
+def test_read_abstracts_plain_and_jsonl(tmp_path):
     plain = tmp_path / "a.txt"
     plain.write_text("\n  One abstract.\nSecond line.\n")
-    assert read_texts(str(plain)) == (["One abstract.\nSecond line."], [])
+    assert [(a.id, a.text) for a in read_abstracts(str(plain))] == [
+        ("a", "One abstract.\nSecond line.")
+    ]
 
     rows = tmp_path / "a.jsonl"
-    rows.write_text('{"id": 1, "text": "First."}\n\n{"abstract": "Second."}\n')
-    assert read_texts(str(rows)) == (
-        ["First.", "Second."],
-        [{"id": 1, "text": "First."}, {"abstract": "Second."}],
+    rows.write_text(
+        '{"id": 1, "text": "First."}\n\n{"abstract": "Second.", "title": "Not in the prompt"}\n'
     )
+    assert [(a.id, a.text) for a in read_abstracts(str(rows))] == [
+        ("1", "First."),
+        ("3", "Second."),  # no id: the line number
+    ]
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"title": "no text"}\n')
-    with pytest.raises(InputError, match=r"bad.jsonl:2: .*\"text\" or \"abstract\""):
-        read_texts(str(bad))
+    with pytest.raises(FileFormatError, match=r"bad.jsonl:2: .*\"text\" or \"abstract\""):
+        read_abstracts(str(bad))
     bad.write_text('{"text": "ok"}\n{"text": \n')
-    with pytest.raises(InputError, match=r"bad.jsonl:2: not valid JSON"):
-        read_texts(str(bad))
+    with pytest.raises(FileFormatError, match=r"bad.jsonl:2: not valid JSON"):
+        read_abstracts(str(bad))
     (tmp_path / "empty.txt").write_text(" \n")
-    with pytest.raises(InputError, match="no text"):
-        read_texts(str(tmp_path / "empty.txt"))
+    with pytest.raises(FileFormatError, match="no text"):
+        read_abstracts(str(tmp_path / "empty.txt"))
 
 
-def test_cli_jsonl_to_json_lines(tiny_run, sample_abstracts, tmp_path):
+def test_cli_jsonl_to_a_json_list_on_stdout(tiny_run, sample_abstracts, tmp_path):
     source = tmp_path / "abstracts.jsonl"
     source.write_text(
         "\n".join(
             json.dumps(row)
             for row in [
-                {"doc_id": "real", "abstract": sample_abstracts[0]},
-                {"doc_id": "garbage", "text": GARBAGE},
+                {"id": "real", "abstract": sample_abstracts[0]},
+                {"id": "garbage", "text": GARBAGE},
             ]
         )
         + "\n"
     )
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "eval",
-            "extract",
-            "--run",
-            str(tiny_run),
-            "--text",
-            str(source),
-            "--json",
-            "--max-new-tokens",
-            str(NEW_TOKENS),
+            sys.executable, "-m", "inference", "extract", "--run", str(tiny_run),
+            "--input", str(source), "--max-new-tokens", str(NEW_TOKENS),
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line.pop("doc_id") for line in lines] == ["real", "garbage"]
-    for line in lines:
+    results = json.loads(result.stdout)  # stdout is only JSON
+    assert [line.pop("id") for line in results] == ["real", "garbage"]
+    for line in results:
         check_result(line)
+    assert "extracted 2 abstracts" in result.stderr
 
 
 def test_cli_bad_input_is_a_clear_error(tiny_run, tmp_path):
     source = tmp_path / "broken.jsonl"
     source.write_text('{"text": "fine"}\n{oops\n')
     result = subprocess.run(
-        [sys.executable, "-m", "eval", "extract", "--run", str(tiny_run), "--text", str(source)],
+        [sys.executable, "-m", "inference", "extract", "--run", str(tiny_run), "--input", source],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -182,5 +195,5 @@ def test_cli_bad_input_is_a_clear_error(tiny_run, tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="no such run directory"):
+    with pytest.raises(RunError, match="no such run directory"):
         Extractor(Path(tmp_path / "nope"))

@@ -11,8 +11,9 @@ import pytest
 from conftest import read_jsonl
 
 from eval.__main__ import main as eval_main
-from eval.generate import Target, resolve_run, run_eval, stop_token_ids
+from eval.generate import Target, resolve_run, run_eval
 from eval.score import score_file
+from inference.run import stop_token_ids
 from preprocessing.task import TASKS
 
 pytestmark = pytest.mark.slow
@@ -37,9 +38,9 @@ def copy_run(tiny_run: Path, tmp_path: Path, boost: float | None = None) -> Path
     return run
 
 
-def generate(*args: str) -> int:
+def generate(*args: str, engine: str = "auto") -> int:
     return eval_main(
-        ["generate", *args, "--backend", "hf", "--max-new-tokens", "12", "--batch-size", "2"]
+        ["generate", *args, "--engine", engine, "--max-new-tokens", "12", "--batch-size", "2"]
     )
 
 
@@ -63,13 +64,14 @@ def test_generate_writes_all_four_files_and_is_deterministic(
         assert isinstance(prediction["prediction"], str)
         assert 1 <= prediction["generated_tokens"] <= 12
 
-    assert metrics["backend"] == "hf" and metrics["kind"] == "fine-tuned"
+    assert metrics["backend"] == "fast" and metrics["kind"] == "fine-tuned"  # auto: a llama
     assert metrics["adapter"] == str(run) and metrics["recipe"] == "tiny-cpu"
     assert metrics["split_sha256"] == hashlib.sha256(split.read_bytes()).hexdigest()
     assert (metrics["rows_evaluated"], metrics["rows_in_split"]) == (LIMIT, len(test_rows))
     assert metrics["rows"] == {t: [r["task"] for r in test_rows[:LIMIT]].count(t) for t in TASKS}
     assert metrics["timing"]["generated_tokens"] == sum(p["generated_tokens"] for p in predictions)
     assert metrics["timing"]["rows_per_second"] > 0
+    assert metrics["timing"]["decode_steps"] >= 1 and metrics["engine"]["graphs"] == "eager (cpu)"
     # metrics.json carries exactly what the scorer says about predictions.jsonl
     scored = score_file(out / "predictions.jsonl")
     assert {k: metrics[k] for k in scored} == scored
@@ -150,6 +152,7 @@ def forced_model(tokenizer, token: str, path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize("engine", ["fast", "hf"])
 @pytest.mark.parametrize(
     ("token", "finish", "tokens"),
     [
@@ -159,7 +162,7 @@ def forced_model(tokenizer, token: str, path: Path) -> str:
     ],
 )
 def test_empty_and_endless_output_is_generated_and_scored(
-    tiny_run: Path, tmp_path: Path, token: str, finish: str, tokens: int
+    tiny_run: Path, tmp_path: Path, token: str, finish: str, tokens: int, engine: str
 ) -> None:
     from transformers import AutoTokenizer
 
@@ -181,7 +184,8 @@ def test_empty_and_endless_output_is_generated_and_scored(
         recipe=None,
         run=None,
     )
-    metrics = run_eval(target, limit=3, batch_size=2, max_new_tokens=6, backend="hf")
+    metrics = run_eval(target, limit=3, batch_size=2, max_new_tokens=6, engine=engine)
+    assert metrics["backend"] == engine
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [(p["finish_reason"], p["generated_tokens"]) for p in predictions] == [
         (finish, tokens)
@@ -231,7 +235,7 @@ def test_prompts_are_the_training_chat_up_to_the_answer(tiny_run: Path) -> None:
     """The model sees exactly the tokens that preceded the answer in training, nothing more."""
     from transformers import AutoTokenizer
 
-    from eval.generate import encode_prompts
+    from inference.run import encode_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_run)
     rows = read_jsonl(Path(json.loads((tiny_run / "run.json").read_text())["test_file"]))[:3]
@@ -247,19 +251,16 @@ def test_prompts_are_the_training_chat_up_to_the_answer(tiny_run: Path) -> None:
 
 def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_path: Path) -> None:
     """Rows still going after a round continue from their tokens so far: same answers, same
-    finish reasons and lengths as one generate call over the whole budget."""
+    finish reasons and lengths as one generate call over the whole budget; and the fast engine
+    gives those answers too."""
     import torch
     from transformers import GenerationConfig
 
-    from eval.generate import (
-        encode_prompts,
-        generate_greedy,
-        left_padded,
-        load_hf_model,
-        load_test_rows,
-        load_tokenizer,
-        round_budgets,
-    )
+    from eval.generate import load_test_rows
+    from inference.decode import generate_greedy
+    from inference.hf_rounds import left_padded, round_budgets
+    from inference.load import load_model
+    from inference.run import encode_prompts, load_tokenizer
 
     assert round_budgets(30, 2) == [2, 4, 8, 16]
     assert round_budgets(20, 64) == [20]
@@ -268,7 +269,7 @@ def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_pa
     tokenizer = load_tokenizer(target)
     rows, _ = load_test_rows(target.test_file, None)
     prompts = encode_prompts(tokenizer, rows)
-    model = load_hf_model(target.model, target.adapter, tokenizer)
+    model = load_model(target.model, target.adapter, tokenizer)
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
     # Stopping also at up to three tokens the model writes, each
     # added only if rows then stop at more different steps (or not at all) while some row still
@@ -292,17 +293,20 @@ def test_decoding_in_rounds_gives_the_single_pass_answers(tiny_run: Path, tmp_pa
         later = any(step is None or step >= 2 for step in steps)
         if len(stops) < 4 and later and len(steps) > len(stop_steps(stops)):
             stops.append(token)
-    single, single_rounds = generate_greedy(
-        model, tokenizer, prompts, 20, stops, batch_size=4, first_round_tokens=20
+    single, single_stats = generate_greedy(
+        model, tokenizer, prompts, 20, stops, batch_size=4, engine="hf", first_round_tokens=20
     )
-    expected = [(g.text, g.finish_reason, g.tokens) for g in single]
-    assert len(single_rounds) == 1
+    expected = [(g.text, g.finish_reason, g.new_tokens) for g in single]
+    assert len(single_stats["rounds"]) == 1
     for kv_cache in ("dynamic", "static"):
-        rounds, rounds_info = generate_greedy(
-            model, tokenizer, prompts, 20, stops, 4, first_round_tokens=2, kv_cache=kv_cache
-        )
-        assert [(g.text, g.finish_reason, g.tokens) for g in rounds] == expected, kv_cache
+        rounds, stats = generate_greedy(
+            model, tokenizer, prompts, 20, stops, 4, engine="hf", first_round_tokens=2,
+            kv_cache=kv_cache,
+        )  # fmt: skip
+        assert [(g.text, g.finish_reason, g.new_tokens) for g in rounds] == expected, kv_cache
         # Each round carries only the rows that had not stopped.
-        carried = [r["rows"] for r in rounds_info]
+        carried = [r["rows"] for r in stats["rounds"]]
         assert len(carried) > 1 and carried == sorted(carried, reverse=True)
         assert carried[0] == len(prompts)
+    fast, _ = generate_greedy(model, tokenizer, prompts, 20, stops, engine="fast")
+    assert [(g.text, g.finish_reason, g.new_tokens) for g in fast] == expected

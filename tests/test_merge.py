@@ -187,8 +187,8 @@ def test_merge_without_final_adapter_says_so(tiny_run, tmp_path):
 
 
 def test_extract_with_merged_model_matches_adapter(merged_run):
-    """`eval extract --merged` serves the merged model and answers as base + adapter does."""
-    from eval.extract import Extractor
+    """`inference extract --merged` serves the merged model and answers as base + adapter does."""
+    from inference.extract import Extractor
 
     texts = ["Lithium caused tremor in two patients.", PROMPTS[0]]
     merged = Extractor(merged_run, merged=True, max_new_tokens=NEW_TOKENS)

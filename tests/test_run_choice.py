@@ -43,8 +43,8 @@ NEWEST = ["tiny-cpu-20261201_120000", "llama3b-qlora-20261130_090000", "tiny-cpu
     [
         (["eval", "generate"], "eval"),
         (["eval", "generate", "--run"], "eval"),  # what make passed with RUN unset
-        (["eval", "extract", "--text", "-"], "extract"),
-        (["eval", "extract", "--run", "--json"], "extract"),
+        (["inference", "extract", "--input", "-"], "extract"),
+        (["inference", "extract", "--run", "--input", "-"], "extract"),
         (["eval", "serve", "--port", "0"], "serve"),
     ],
 )

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from eval.extract import Extractor
 from eval.serve import ExtractionServer, Limits, make_server
+from inference.extract import Extractor
 
 pytestmark = pytest.mark.slow
 
