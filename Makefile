@@ -114,8 +114,8 @@ merge: $(SETUP)  ## merge RUN's adapter into the base weights -> RUN/merged
 extract: $(SETUP)  ## chemicals, diseases, relations as JSON from TEXT=file (.txt/.jsonl; default stdin)
 	$(PYTHON) -m eval extract $(if $(RUN),--run $(RUN)) --text $(or $(TEXT),-) --json
 
-serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
-	$(PYTHON) -m eval serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
+serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health, /docs) on HOST:PORT
+	$(PYTHON) -m inference serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
 
 test: $(SETUP)  ## the whole test suite (CPU)
 	$(PYTHON) -m ruff check .

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # In help order. A module that does not exist yet is left out of the CLI.
-SUBCOMMANDS = ("score", "generate", "compare", "extract", "serve", "bc5cdr", "ground")
+SUBCOMMANDS = ("score", "generate", "compare", "extract", "bc5cdr", "ground")
 
 
 def build_parser() -> argparse.ArgumentParser:
