@@ -5,7 +5,8 @@
 
     POST /extract  {"text": "..."} or {"texts": ["...", ...]}  (Content-Type: application/json)
                    -> 200 {"results": [{"chemicals", "diseases", "relations", "format_errors"}]}
-    GET  /health   -> 200 {"status": "ok", "ready": true, "run", "model", "adapter", "queue_depth"}
+    GET  /health   -> 200 {"status": "ok", "ready": true, "run", "model", "adapter",
+                           "queue_depth", "decoding", "batches"}
 
 Requests that arrive within --batch-window-ms of each other (up to --max-batch-texts texts) are
 decoded together in ONE extract call on one worker thread, and the answers split back per
@@ -171,6 +172,7 @@ def create_app(extractor: TextExtractor, settings: Settings) -> Any:
             **dict(settings.info),
             "queue_depth": batcher.queued_texts,
             "decoding": batcher.decoding_texts,
+            "batches": batcher.batches_decoded,
         }
 
     schema = model.model_json_schema()

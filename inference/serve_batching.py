@@ -1,9 +1,10 @@
 """Dynamic batching for the extraction service: concurrent requests share one extract call.
 
-A request's texts join a queue; the first text of a batch waits at most `window_s` for others,
-then up to `max_texts` texts (whole requests, in arrival order) go to `extractor.extract` in ONE
-call on the one decode thread, and each request gets its own slice of the answers. The event
-loop never decodes, so /health and request parsing stay responsive while a batch runs.
+A request's texts join a queue. A batch waits while requests keep arriving (until none came for
+`window_s`, at most MAX_WINDOWS windows after its first request); then up to `max_texts` texts
+(whole requests, in arrival order) go to `extractor.extract` in ONE call on the one decode
+thread, and each request gets its own slice of the answers. The event loop never decodes, so
+/health and request parsing stay responsive while a batch runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+# The longest a batch waits for more requests, in windows after its first request.
+MAX_WINDOWS = 4
+
 
 class Batcher:
     def __init__(self, extractor: Any, window_s: float, max_texts: int) -> None:
@@ -21,6 +25,7 @@ class Batcher:
         # (texts, future for their results, arrival time), oldest first
         self.pending: deque[tuple[list[str], asyncio.Future, float]] = deque()
         self.decoding_texts = 0
+        self.batches_decoded = 0  # extract calls made (one per batch)
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # One thread: one model, one decode at a time.
@@ -68,6 +73,18 @@ class Batcher:
             count += len(item[0])
         return batch
 
+    async def _gather(self) -> None:
+        """Wait while requests keep coming: until none has arrived for a window, the batch is
+        full, or MAX_WINDOWS windows have passed since its first request (bounded latency)."""
+        first_arrival = self.pending[0][2] if self.pending else time.monotonic()
+        while self.pending and self.queued_texts < self.max_texts:
+            last_arrival = self.pending[-1][2]
+            until = min(last_arrival + self.window_s, first_arrival + MAX_WINDOWS * self.window_s)
+            wait = until - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     async def _run(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
@@ -76,9 +93,7 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Give requests arriving together the window to join the first one.
-            first_arrival = self.pending[0][2]
-            await asyncio.sleep(max(0.0, first_arrival + self.window_s - time.monotonic()))
+            await self._gather()
             batch = self._take_batch()
             if not batch:
                 continue
@@ -95,6 +110,7 @@ class Batcher:
                 continue
             finally:
                 self.decoding_texts = 0
+                self.batches_decoded += 1
             start = 0
             for item_texts, future, _ in batch:
                 if not future.done():
