@@ -8,11 +8,12 @@
     GET  /health   -> 200 {"status": "ok", "ready": true, "run", "model", "adapter",
                            "queue_depth", "decoding", "batches"}
 
-Requests that arrive within --batch-window-ms of each other (up to --max-batch-texts texts) are
-decoded together in ONE extract call on one worker thread, and the answers split back per
-request: eight concurrent requests cost about one. Every bad request gets a JSON {"error": ...}
-with a 4xx status; the service binds 127.0.0.1 unless told otherwise, and a non-loopback --host
-needs SERVE_API_KEY set (then POST /extract needs "Authorization: Bearer <key>").
+Requests that arrive together (until none has come for --batch-window-ms; up to
+--max-batch-texts texts) are decoded in ONE extract call on one worker thread and the answers
+split back per request: eight concurrent requests are one model call. Every bad request gets a
+JSON {"error": ...} with a 4xx status; the service binds 127.0.0.1 unless told otherwise, and a
+non-loopback --host needs SERVE_API_KEY set (then POST /extract needs "Authorization: Bearer
+<key>").
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
 # FastAPI reads the endpoints' annotations by name from this module: Request must live here.
-from fastapi import Request
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from inference.serve_batching import Batcher
-from inference.serve_requests import ApiError, read_texts
+from inference.serve_requests import ApiError, read_texts, request_model
 
 log = logging.getLogger("inference.serve")
 
@@ -59,22 +62,21 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_texts: int = 16  # per request
     max_chars: int = 20_000  # per text; a PubMed abstract is ~1,500-3,000 characters
-    batch_window_ms: float = 15.0  # how long a batch waits for more requests after the first
+    batch_window_ms: float = 15.0  # a batch closes when no request came for this long
     max_batch_texts: int = 32  # texts decoded in one extract call (x3 prompts)
     read_timeout_s: float = 10.0  # for the whole request body, however it trickles in
     head_timeout_s: float = 10.0  # for the request line and headers
     max_connections: int = 64
-    api_key: str | None = None  # repr=False below: never printed with the settings
+    api_key: str | None = field(default=None, repr=False)  # never printed with the settings
     info: tuple[tuple[str, Any], ...] = ()  # run, model, adapter: shown by /health
-
-    def __repr__(self) -> str:
-        return f"Settings(max_texts={self.max_texts}, max_chars={self.max_chars}, ...)"
 
 
 # ---- the model side ----------------------------------------------------------------------------
 
 
-def load_extractor(run_dir: Path, merged: bool = False, max_new_tokens: int = 512) -> TextExtractor:
+def load_extractor(
+    run_dir: str | Path, merged: bool = False, max_new_tokens: int = 512
+) -> TextExtractor:
     """The run's model behind the TextExtractor interface (the one place that builds it)."""
     from eval.extract import Extractor
     from eval.generate import encode_prompts
@@ -111,9 +113,7 @@ def run_info(extractor: Any, run: str) -> tuple[tuple[str, Any], ...]:
 # ---- the application ---------------------------------------------------------------------------
 
 
-def error_response(status: int, message: str, close: bool = False, **headers: str) -> Any:
-    from fastapi.responses import JSONResponse
-
+def error_response(status: int, message: str, close: bool = False, **headers: str) -> JSONResponse:
     if close:  # the body may be unread: never read the rest as a next request
         headers["Connection"] = "close"
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
@@ -129,12 +129,8 @@ def check_api_key(authorization: str | None, key: str | None) -> None:
         raise ApiError(HTTPStatus.UNAUTHORIZED, 'send the API key as "Authorization: Bearer <key>"')
 
 
-def create_app(extractor: TextExtractor, settings: Settings) -> Any:
+def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
     """The FastAPI application serving `extractor` under `settings`' limits."""
-    from fastapi import FastAPI
-    from starlette.exceptions import HTTPException
-
-    from inference.serve_requests import request_model
 
     batcher = Batcher(extractor, settings.batch_window_ms / 1000, settings.max_batch_texts)
     model = request_model(settings.max_texts, settings.max_chars)

@@ -446,3 +446,34 @@ def test_api_key_guards_extract(tiny_run, tmp_path):
         stop_server(keyed)
     log = keyed.log_text()
     assert key not in log and "Traceback" not in log
+
+
+def test_a_failing_model_is_a_json_500_and_the_service_goes_on(caplog):
+    """create_app takes any extractor: one whose first batch fails, in process."""
+    from fastapi.testclient import TestClient
+
+    from inference.serve import Settings, create_app
+
+    class FailsOnce:
+        max_prompt_tokens = 1_000
+        calls = 0
+
+        def prompt_tokens(self, text: str) -> int:
+            return len(text)
+
+        def extract(self, texts: list[str]) -> list[dict]:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("out of memory")
+            return [{"chemicals": [t], "diseases": [], "relations": [], "format_errors": []}
+                    for t in texts]  # fmt: skip
+
+    with TestClient(create_app(FailsOnce(), Settings())) as client:
+        response = client.post("/extract", json={"text": "abc"})
+        assert (response.status_code, response.json()) == (500, {"error": "extraction failed"})
+        response = client.post("/extract", json={"texts": ["abc", "de"]})
+        assert response.status_code == 200
+        assert [r["chemicals"] for r in response.json()["results"]] == [["abc"], ["de"]]
+        assert client.get("/health").json()["ready"] is True
+    assert "extraction failed: RuntimeError: out of memory" in caplog.text
+    assert "Traceback" not in caplog.text
