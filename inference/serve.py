@@ -77,7 +77,11 @@ class Settings:
 def load_extractor(
     run_dir: str | Path, merged: bool = False, max_new_tokens: int = 512
 ) -> TextExtractor:
-    """The run's model behind the TextExtractor interface (the one place that builds it)."""
+    """The run's model behind the TextExtractor interface: the one place that builds it.
+
+    Today eval.extract.Extractor plus the two token members; inference.extract.Extractor has
+    them itself and replaces all of this at merge (and with it the service's import of eval).
+    """
     from eval.extract import Extractor
     from eval.generate import encode_prompts
     from preprocessing.task import TASKS
@@ -148,16 +152,7 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
         description=(__doc__ or "").strip().splitlines()[0],
         lifespan=lifespan,
     )
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> Any:
-        # Starlette's own 404 / 405, in the service's error shape.
-        message = f"no such path: {request.url.path} (try POST /extract or GET /health)"
-        if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-            message = f"{request.url.path} does not answer {request.method}"
-        elif error.status_code != HTTPStatus.NOT_FOUND:
-            message = str(error.detail)
-        return error_response(error.status_code, message, **(error.headers or {}))
+    app.add_exception_handler(HTTPException, routing_error)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -196,6 +191,17 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
 
     app.add_middleware(AccessLog)
     return app
+
+
+async def routing_error(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's own 404 / 405 (unknown path, HEAD, OPTIONS, ...) in the service's shape."""
+    assert isinstance(error, HTTPException)
+    message = f"no such path: {request.url.path} (try POST /extract or GET /health)"
+    if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        message = f"{request.url.path} does not answer {request.method}"
+    elif error.status_code != HTTPStatus.NOT_FOUND:
+        message = str(error.detail)
+    return error_response(error.status_code, message, **(error.headers or {}))
 
 
 async def check_prompt_lengths(extractor: TextExtractor, texts: list[str]) -> None:
@@ -317,6 +323,10 @@ def run(args: argparse.Namespace) -> int:
     from eval.runs import no_run_message
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    # The JSON protocol logs each rejected request with its reason; uvicorn's own line is noise.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: record.getMessage() != "Invalid HTTP request received."
+    )
     if args.run is None:
         print(no_run_message("serve"), file=sys.stderr)
         return 2
@@ -342,12 +352,11 @@ def serve(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> 
 
     import uvicorn
 
-    from eval.generate import InputError
     from inference.serve_protocol import json_protocol
 
     try:
         extractor = load_extractor(args.run, args.merged, args.max_new_tokens)
-    except (InputError, OSError) as error:
+    except (ValueError, OSError) as error:  # a missing or broken run (the loaders' errors)
         print(f"error: {error}", file=sys.stderr)
         return 2
     settings = dataclasses.replace(settings, info=run_info(extractor, str(args.run)))

@@ -60,97 +60,104 @@ def content_length_problem(head: bytes) -> str | None:
     return None
 
 
-def json_protocol(max_connections: int, head_timeout_s: float) -> type[H11Protocol]:
-    """An H11Protocol subclass for uvicorn.Config(http=...) with these limits."""
+class JsonH11Protocol(H11Protocol):
+    """H11Protocol answering in JSON, with a head deadline and a connection cap (set by
+    json_protocol)."""
 
-    class JsonH11Protocol(H11Protocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.head = bytearray()
-            self.head_timer: asyncio.TimerHandle | None = None
-            self.over_limit = len(self.connections) > max_connections
-            self._await_head()
+    max_connections = 64
+    head_timeout_s = 10.0
 
-        # -- waiting for a request head, with a deadline ------------------------------------
-        def _waiting_for_head(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head = bytearray()
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.over_limit = len(self.connections) > self.max_connections
+        self._await_head()
 
-        def _await_head(self) -> None:
-            # Started when a connection opens and when a next request's first bytes arrive;
-            # between requests uvicorn's keep-alive timeout closes an idle connection.
-            self.head.clear()
-            self._cancel_head_timer()
-            self.head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+    # -- waiting for a request head, with a deadline ------------------------------------
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
-        def _cancel_head_timer(self) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
+    def _await_head(self) -> None:
+        # Started when a connection opens and when a next request's first bytes arrive;
+        # between requests uvicorn's keep-alive timeout closes an idle connection.
+        self.head.clear()
+        self._cancel_head_timer()
+        self.head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
-        def _head_timed_out(self) -> None:
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
             self.head_timer = None
-            if self._waiting_for_head() and not self.transport.is_closing():
-                self.reject(
-                    HTTPStatus.REQUEST_TIMEOUT,
-                    f"request head not received within {head_timeout_s:g} s",
-                )
 
-        def reject(self, status: int, message: str) -> None:
-            """Answer in JSON and close, whatever state the request is in."""
-            log.info("%s %s: %s", status, self._peer(), message)
-            self._cancel_head_timer()
-            self.transport.write(json_error_bytes(status, message))
-            self.transport.close()
-
-        def _peer(self) -> str:
-            return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
-
-        # -- uvicorn's hooks -----------------------------------------------------------------
-        def data_received(self, data: bytes) -> None:
-            if self.transport.is_closing():
-                return
-            if self.over_limit:
-                self.reject(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    f"server busy: more than {max_connections} open connections; retry later",
-                )
-                return
-            waiting = self._waiting_for_head()
-            if waiting:
-                if self.head_timer is None:  # the first bytes of a next request on this connection
-                    self._await_head()
-                self.head += data[: max(0, _HEAD_BYTES_KEPT - len(self.head))]
-                problem = content_length_problem(bytes(self.head))
-                if problem:
-                    self.reject(HTTPStatus.BAD_REQUEST, problem)
-                    return
-            super().data_received(data)
-            if waiting and not self._waiting_for_head():
-                self.head.clear()
-                self._cancel_head_timer()
-
-        def send_400_response(self, msg: str) -> None:
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self._waiting_for_head() and not self.transport.is_closing():
             self.reject(
-                HTTPStatus.BAD_REQUEST,
-                "malformed HTTP request (request line, headers or body framing)",
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"request head not received within {self.head_timeout_s:g} s",
             )
 
-        def eof_received(self) -> bool | None:
-            if self._waiting_for_head():
-                if bytes(self.head).strip():
-                    self.reject(HTTPStatus.BAD_REQUEST, "connection closed inside the request head")
-                return None  # nothing pending: let asyncio close the transport
-            if self.cycle.more_body:
-                self.reject(
-                    HTTPStatus.BAD_REQUEST,
-                    "request body cut short: the client closed its side before Content-Length "
-                    "bytes arrived",
-                )
-            # Whole request in: as in plain uvicorn the client is gone; the app logs it once.
-            return None
+    def reject(self, status: int, message: str) -> None:
+        """Answer in JSON and close, whatever state the request is in."""
+        log.info("%s %s: %s", status, self._peer(), message)
+        self._cancel_head_timer()
+        self.transport.write(json_error_bytes(status, message))
+        self.transport.close()
 
-        def connection_lost(self, exc: Exception | None) -> None:
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+
+    # -- uvicorn's hooks -----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self.over_limit:
+            self.reject(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server busy: more than {self.max_connections} open connections; retry later",
+            )
+            return
+        waiting = self._waiting_for_head()
+        if waiting:
+            if self.head_timer is None:  # the first bytes of a next request on this connection
+                self._await_head()
+            self.head += data[: max(0, _HEAD_BYTES_KEPT - len(self.head))]
+            problem = content_length_problem(bytes(self.head))
+            if problem:
+                self.reject(HTTPStatus.BAD_REQUEST, problem)
+                return
+        super().data_received(data)
+        if waiting and not self._waiting_for_head():
+            self.head.clear()
             self._cancel_head_timer()
-            super().connection_lost(exc)
 
-    return JsonH11Protocol
+    def send_400_response(self, msg: str) -> None:
+        self.reject(
+            HTTPStatus.BAD_REQUEST,
+            "malformed HTTP request (request line, headers or body framing)",
+        )
+
+    def eof_received(self) -> bool | None:
+        if self._waiting_for_head():
+            if bytes(self.head).strip():
+                self.reject(HTTPStatus.BAD_REQUEST, "connection closed inside the request head")
+            return None  # nothing pending: let asyncio close the transport
+        if self.cycle.more_body:
+            self.reject(
+                HTTPStatus.BAD_REQUEST,
+                "request body cut short: the client closed its side before Content-Length "
+                "bytes arrived",
+            )
+        # Whole request in: as in plain uvicorn the client is gone; the app logs it once.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+
+def json_protocol(max_connections: int, head_timeout_s: float) -> type[JsonH11Protocol]:
+    """A JsonH11Protocol with these limits, for uvicorn.Config(http=...)."""
+    limits = {"max_connections": max_connections, "head_timeout_s": head_timeout_s}
+    return type("JsonH11Protocol", (JsonH11Protocol,), limits)
