@@ -118,8 +118,8 @@ extract-corpus: $(SETUP)  ## every abstract of INPUT= (JSONL, .txt folder, PubTa
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "error: give INPUT=file|dir and OUT=results.jsonl" >&2; exit 2; }
 	$(PYTHON) -m inference extract $(if $(RUN),--run $(RUN)) --input $(INPUT) --out $(OUT)
 
-serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health) on HOST:PORT
-	$(PYTHON) -m eval serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
+serve: $(SETUP)  ## HTTP extraction service for RUN (POST /extract, GET /health, /docs) on HOST:PORT
+	$(PYTHON) -m inference serve $(if $(RUN),--run $(RUN)) --host $(HOST) --port $(PORT)
 
 test: $(SETUP)  ## the whole test suite (CPU)
 	$(PYTHON) -m ruff check .

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # In help order. A module that does not exist yet is left out of the CLI.
-SUBCOMMANDS = ("score", "generate", "compare", "serve", "bc5cdr", "ground")
+SUBCOMMANDS = ("score", "generate", "compare", "bc5cdr", "ground")
 
 
 def build_parser() -> argparse.ArgumentParser:

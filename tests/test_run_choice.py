@@ -45,7 +45,7 @@ NEWEST = ["tiny-cpu-20261201_120000", "llama3b-qlora-20261130_090000", "tiny-cpu
         (["eval", "generate", "--run"], "eval"),  # what make passed with RUN unset
         (["inference", "extract", "--input", "-"], "extract"),
         (["inference", "extract", "--run", "--input", "-"], "extract"),
-        (["eval", "serve", "--port", "0"], "serve"),
+        (["inference", "serve", "--port", "0"], "serve"),
     ],
 )
 def test_cli_without_a_run_lists_the_newest(tmp_path, args, target):
