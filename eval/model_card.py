@@ -255,6 +255,23 @@ def _hardware(hardware: Any) -> str:
     return device + (f"; {versions}" if versions else "")
 
 
+def _kept_checkpoint(run: dict[str, Any]) -> str:
+    """Which checkpoint the adapter is and why (run.json's "kept_checkpoint", training/train.py)."""
+    kept = run.get("kept_checkpoint")
+    if not isinstance(kept, dict):
+        if run.get("evaluations"):
+            return "the last step's weights (no best-checkpoint selection)"
+        return "unknown"
+    value = kept.get("value")
+    shown = f"{value:.4f}" if isinstance(value, int | float) else str(value)
+    best = "highest" if kept.get("greater_is_better") else "lowest"
+    return (
+        f"`{kept.get('checkpoint')}` (step {kept.get('step')}): the {best} "
+        f"`{kept.get('metric')}` on the validation rows, {shown}, of "
+        f"{kept.get('evaluations')} in-training evaluations (`load_best_model_at_end`)"
+    )
+
+
 def _results_section(metrics: dict | None, base: dict | None, recipe: str) -> str:
     if metrics is None:
         return (
@@ -484,6 +501,7 @@ Key hyperparameters (the full resolved Axolotl config is `config.yml` in the run
 
 {_hyperparameter_table(config)}
 - Training time: {_duration(run.get("train_seconds"))}
+- Checkpoint kept as this adapter: {_kept_checkpoint(run)}
 - Hardware: {_hardware(run.get("hardware"))}
 - Started: {run.get("started", "unknown")}; finished: {run.get("finished", "unknown")}
 """

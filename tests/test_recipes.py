@@ -107,7 +107,11 @@ def test_gpu_recipe_passes_axolotl_validation(recipe, family_dir):
     assert cfg.optimizer == "adamw_torch_fused"
     assert cfg.gradient_checkpointing and cfg.bf16 in ("auto", True, False)
     assert (cfg.eval_steps, cfg.save_steps, cfg.save_total_limit) == (100, 100, 3)
-    assert cfg.load_best_model_at_end and cfg.metric_for_best_model == "eval_loss"
+    # The final adapter is the best checkpoint by F1 on all validation rows (eval.training_f1).
+    assert cfg.load_best_model_at_end and cfg.greater_is_better
+    assert cfg.metric_for_best_model == "eval_normalized_micro_f1"
+    assert "eval.training_f1.TrainingF1Plugin" in cfg.plugins
+    assert cfg.eval_f1 is True and cfg.eval_f1_rows is None
     # Speed keys set explicitly and surviving validation.
     assert cfg.sample_packing is True and cfg.eval_sample_packing is True
     assert "training.axolotl_plugin.RunPlugin" in cfg.plugins

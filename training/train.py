@@ -45,6 +45,9 @@ HUB_TIMEOUT_S = 20
 # push, the model card upload) must not turn a finished training into a failed run.
 SAVED_MARKER = "Model successfully saved to"
 HUB_KEYS = ("hub_model_id", "hub_strategy", "hub_revision", "push_dataset_to_hub")
+# F1 scalars an evaluation may log (eval.training_f1): drawn on loss.png's right axis.
+F1_MODES = ("normalized", "strict")
+F1_COLORS = ("tab:green", "tab:purple")  # the loss curves take the first colours
 WANDB_KEYS = ("wandb_project", "wandb_entity", "wandb_name", "wandb_mode", "wandb_log_model")
 
 
@@ -411,6 +414,35 @@ def trainer_runtime(log_path: Path) -> float | None:
     return round(sum(float(value) for value in found), 1) if found else None
 
 
+def evaluation_record(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """run.json's "evaluations" (step, epoch and every eval_* number the Trainer logged, per
+    in-training evaluation) and "kept_checkpoint" (which checkpoint the final adapter is, by
+    which metric; None when the last step is kept), from the last checkpoint's trainer_state."""
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is None:
+        return {}
+    state = json.loads((checkpoint / "trainer_state.json").read_text("utf-8"))
+    evaluations = [
+        {"step": entry["step"], "epoch": entry.get("epoch")}
+        | {k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, int | float)}
+        for entry in state.get("log_history", [])
+        if "eval_loss" in entry
+    ]
+    kept = None
+    if config.get("load_best_model_at_end") and state.get("best_model_checkpoint"):
+        metric = config.get("metric_for_best_model") or "eval_loss"
+        kept = {
+            "checkpoint": Path(state["best_model_checkpoint"]).name,
+            "step": state.get("best_global_step")
+            or int(state["best_model_checkpoint"].rsplit("-", 1)[-1]),
+            "metric": metric if metric.startswith("eval_") else f"eval_{metric}",
+            "value": state.get("best_metric"),
+            "greater_is_better": bool(config.get("greater_is_better", not metric.endswith("loss"))),
+            "evaluations": len(evaluations),
+        }
+    return {"evaluations": evaluations, "kept_checkpoint": kept}
+
+
 def scrub_run_dir(run_dir: Path, secrets: list[str]) -> list[Path]:
     """Last line of defence: no file under the run dir may hold a token. Text files are
     rewritten; anything else holding one is reported (returned)."""
@@ -436,9 +468,11 @@ def scrub_run_dir(run_dir: Path, secrets: list[str]) -> list[Path]:
 
 def loss_history(run_dir: Path) -> dict[str, dict[int, float]]:
     """{'train': {step: loss}, 'eval': {step: loss}} from the TensorBoard events (all of them,
-    so a resumed run plots as one curve), else from the last checkpoint's trainer_state.json."""
+    so a resumed run plots as one curve), else from the last checkpoint's trainer_state.json;
+    plus {'eval_<mode>_micro_f1': {step: F1}} for the F1 scalars an evaluation logged, if any."""
     history: dict[str, dict[int, float]] = {"train": {}, "eval": {}}
     tags = {"train/loss": "train", "eval/loss": "eval"}
+    tags |= {f"eval/{mode}_micro_f1": f"eval_{mode}_micro_f1" for mode in F1_MODES}
     event_files = sorted(run_dir.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
     if event_files:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -449,7 +483,7 @@ def loss_history(run_dir: Path) -> dict[str, dict[int, float]]:
             for tag, name in tags.items():
                 if tag in accumulator.Tags().get("scalars", []):
                     for event in accumulator.Scalars(tag):
-                        history[name][event.step] = event.value
+                        history.setdefault(name, {})[event.step] = event.value
     if not history["train"]:
         checkpoint = last_checkpoint(run_dir)
         if checkpoint:
@@ -459,6 +493,8 @@ def loss_history(run_dir: Path) -> dict[str, dict[int, float]]:
                     history["train"][entry["step"]] = entry["loss"]
                 if "eval_loss" in entry:
                     history["eval"][entry["step"]] = entry["eval_loss"]
+                for name in set(tags.values()) & set(entry):
+                    history.setdefault(name, {})[entry["step"]] = entry[name]
     return history
 
 
@@ -480,7 +516,19 @@ def plot_loss(run_dir: Path) -> Path | None:
     ax.set_ylabel("loss (cross-entropy on assistant tokens)")
     ax.set_title(run_dir.name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()
+    f1_curves = {name: points for name, points in history.items() if name.endswith("_f1")}
+    if any(f1_curves.values()):  # F1 during training: on its own axis, 0..1, on the right
+        f1_ax = ax.twinx()
+        for (name, points), color in zip(sorted(f1_curves.items()), F1_COLORS, strict=False):
+            steps, values = zip(*sorted(points.items()), strict=True)
+            label = name.removeprefix("eval_").replace("_", " ").replace("f1", "F1")
+            f1_ax.plot(steps, values, "s--", color=color, label=label, markersize=4)
+        f1_ax.set_ylim(0, 1)
+        f1_ax.set_ylabel("F1 on validation rows")
+        more = f1_ax.get_legend_handles_labels()
+        handles = (handles[0] + more[0], handles[1] + more[1])
+    ax.legend(*handles)
     fig.tight_layout()
     out = run_dir / "loss.png"
     fig.savefig(out, dpi=120)
@@ -691,6 +739,7 @@ def _train(
         finished=_now() if finished else None,
         train_seconds=round(previous + seconds, 1),  # the whole axolotl command, wall clock
         trainer_runtime_seconds=trainer_runtime(run_dir / "train.log"),  # its training loop
+        **evaluation_record(run_dir, config),
     )
     if finished:
         # After the final save: peft/axolotl write a README.md of their own, ours replaces it
