@@ -174,7 +174,7 @@ class InTrainingF1:
                 progress=trainer.args.process_index == 0,
             )
         return [
-            (i, (g.text, g.finish_reason, g.tokens)) for i, g in zip(mine, generations, strict=True)
+            (i, (g.text, g.finish_reason, g.new_tokens)) for i, g in zip(mine, generations, strict=True)
         ]
 
     def __call__(self, trainer: Any, training_after: bool) -> dict[str, float]:
