@@ -15,6 +15,8 @@ Keys (validated by Axolotl through TrainingF1Args):
   eval_f1_rows            decode a fixed task-stratified subset of N validation rows (default all)
   eval_f1_seed            which subset (default 0)
   eval_f1_max_new_tokens  token budget per answer (default: as make eval, 1.5 x the longest gold)
+  eval_f1_cache_gib       cap on the decoding's KV cache, GiB (default 4: the evaluation stays
+                          within the training's memory; more rows then decode in more waves)
 
 Several GPUs (DDP, DeepSpeed ZeRO-2): each rank decodes its share of the rows, rank 0 gathers
 and scores them, and every rank gets the same metrics (eval/training_f1_rows.py).
@@ -67,6 +69,7 @@ class TrainingF1Args(BaseModel):
     eval_f1_rows: int | None = Field(default=None, ge=1)
     eval_f1_seed: int = 0
     eval_f1_max_new_tokens: int | None = Field(default=None, ge=1)
+    eval_f1_cache_gib: float = Field(default=4.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -153,6 +156,7 @@ class InTrainingF1:
         self.max_new_tokens = cfg.eval_f1_max_new_tokens or default_max_new_tokens(
             tokenizer, self.rows
         )
+        self.cache_gib = cfg.eval_f1_cache_gib or 4.0
         self.out_dir = Path(cfg.output_dir) / PREDICTIONS_DIR
 
     def decode(self, trainer: Any, training_after: bool) -> list[tuple[int, tuple]]:
@@ -172,9 +176,11 @@ class InTrainingF1:
                 stops,
                 batch_size=None,
                 progress=trainer.args.process_index == 0,
+                max_cache_gib=self.cache_gib,
             )
         return [
-            (i, (g.text, g.finish_reason, g.new_tokens)) for i, g in zip(mine, generations, strict=True)
+            (i, (g.text, g.finish_reason, g.new_tokens))
+            for i, g in zip(mine, generations, strict=True)
         ]
 
     def __call__(self, trainer: Any, training_after: bool) -> dict[str, float]:

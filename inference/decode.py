@@ -93,6 +93,7 @@ def generate_greedy(
     batch_size: int | None = None,
     progress: bool = False,
     engine: str = "auto",
+    max_cache_gib: float | None = None,
     **hf_options: Any,
 ) -> tuple[list[Generation], dict[str, Any]]:
     """(one Generation per prompt in input order, stats).
@@ -100,7 +101,8 @@ def generate_greedy(
     stops: token ids that end an answer (the stop token counts in `new_tokens`, not in `text`).
     batch_size: rows decoded together (None: sized from free GPU memory; 8 rows per generate call
     on CPU for hf, every row at once for fast). progress: a tqdm bar on stderr. hf_options:
-    `first_round_tokens`, `kv_cache` of the hf engine (inference.hf_rounds).
+    `first_round_tokens`, `kv_cache` of the hf engine (inference.hf_rounds). max_cache_gib: a cap
+    on the fast engine's KV cache (more rows then go in more waves), for decoding beside training.
     stats: engine, engine_reason, seconds, prefill_seconds, decode_seconds, decode_steps,
     generated_tokens, tokens_per_second, plus the engine's own (rounds; waves, buckets, graphs).
     """
@@ -120,8 +122,9 @@ def generate_greedy(
 
                 # A model in training keeps no KV cache between calls: training needs the memory.
                 tokens, stats = fast_generate(
-                    model, prompts, max_new_tokens, stops, batch_size, progress, not was_training
-                )
+                    model, prompts, max_new_tokens, stops, batch_size, progress,
+                    keep_state=not was_training, max_cache_gib=max_cache_gib,
+                )  # fmt: skip
             else:
                 from inference.hf_rounds import generate_in_rounds
 

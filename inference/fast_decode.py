@@ -98,18 +98,25 @@ def _state_for(lm: Any, decoder: Decoder, capacity: int, length: int, keep: bool
 
 
 def _rows_per_wave(
-    decoder: Decoder, rows: int, length: int, batch_size: int | None, held: int = 0
+    decoder: Decoder,
+    rows: int,
+    length: int,
+    batch_size: int | None,
+    held: int = 0,
+    max_cache_gib: float | None = None,
 ) -> int:
-    """Rows decoded together: at most `batch_size` (default MAX_ROWS), and on a GPU at most as
-    many as the free memory (plus `held`, the bytes of the cache this model keeps) holds the KV
-    cache of."""
+    """Rows decoded together: at most `batch_size` (default MAX_ROWS), at most as many as
+    `max_cache_gib` of KV cache holds, and on a GPU at most as many as the free memory (plus
+    `held`, the bytes of the cache this model keeps) holds the KV cache of."""
     wanted = min(rows, batch_size or MAX_ROWS[decoder.device.type])
+    per_token = 2 * len(decoder.layers) * decoder.kv_heads * decoder.head_dim
+    per_token *= decoder.dtype.itemsize
+    if max_cache_gib is not None:
+        wanted = min(wanted, max(1, int(max_cache_gib * 2**30 / (per_token * length))))
     if decoder.device.type != "cuda":
         return wanted
     from inference.hf_rounds import free_gpu_bytes
 
-    per_token = 2 * len(decoder.layers) * decoder.kv_heads * decoder.head_dim
-    per_token *= decoder.dtype.itemsize
     fits = int((free_gpu_bytes() + held) * KV_MEMORY_SHARE / (per_token * length))
     if fits < 1:
         raise MemoryError(f"not one row of {length} tokens fits in the free GPU memory")
@@ -124,6 +131,7 @@ def fast_generate(
     batch_size: int | None = None,
     progress: bool = False,
     keep_state: bool = True,
+    max_cache_gib: float | None = None,
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """(generated token ids per prompt, the stop token last where one came; stats)."""
     from tqdm import tqdm
@@ -140,7 +148,7 @@ def fast_generate(
     length = -(-(len(prompts[order[0]]) + max_new_tokens) // LENGTH_STEP) * LENGTH_STEP
     kept = _STATES.get(lm)
     held = sum(2 * k.numel() * k.element_size() for k, _ in kept.cache) if kept else 0
-    wave_rows = _rows_per_wave(decoder, len(prompts), length, batch_size, held)
+    wave_rows = _rows_per_wave(decoder, len(prompts), length, batch_size, held, max_cache_gib)
     del kept
     use_graphs = decoder.device.type == "cuda"
     state = _state_for(lm, decoder, bucket_for(wave_rows), length, keep_state and use_graphs)

@@ -94,6 +94,13 @@ def test_fast_engine_gives_the_hf_tokens(tiny, sample_prompts) -> None:
     waves, stats = decode(tiny, sample_prompts, stops, "fast", batch_size=4)
     assert waves == expected
     assert [w["rows"] for w in stats["waves"]] == [4, 4, 1]
+    # A KV-cache cap (decoding beside training) that holds one row: one row per wave, same tokens.
+
+    capped, stats = generate_greedy(
+        tiny, IdTokenizer(), sample_prompts, NEW_TOKENS, stops, engine="fast", max_cache_gib=1e-6
+    )
+    assert answers(capped) == expected
+    assert [w["rows"] for w in stats["waves"]] == [1] * len(sample_prompts)
 
 
 def test_auto_picks_fast_for_llama_and_hf_when_asked(tiny) -> None:
