@@ -71,7 +71,7 @@ SMOKE = {
     # transformers-cb takes ~1 min on CPU for a handful of rows
     "strategies": ["rounds-static-cache", "rounds-dynamic-cache", "one-round"],
 }
-# The targets, checked against the measurements in the results.
+# The project's targets, checked against the measurements in the results.
 TARGETS = {
     "train_speedup": 7.0,
     "train_3_epochs_s": 240.0,
