@@ -157,7 +157,7 @@ def sha256(path: Path) -> str:
 
 def ensure_processed(data: Path, processed: Path) -> None:
     """Prepare the data when missing or stale, exactly as the training launcher decides it."""
-    from training.train import ensure_processed as launcher_ensure_processed
+    from training.data import ensure_processed as launcher_ensure_processed
 
     launcher_ensure_processed(REPO / data, REPO / processed)  # relative paths: from the repo
 
