@@ -133,7 +133,7 @@ def _header(metrics: dict[str, Any]) -> list[str]:
     if is_tiny(metrics):
         parts += [
             "> **These numbers are meaningless.** The model is the random-weight tiny model "
-            "of the `tiny-cpu` recipe, trained for seconds on a CPU to check that the "
+            f"of the `{TINY_RECIPE}` recipe, trained for seconds on a CPU to check that the "
             "pipeline works end to end; it has not learned the task.",
             "",
         ]

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.build_model import REPO
+from preprocessing.files import REPO
 from training.preflight import PreflightError
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token")
