@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from training.build_model import TINY_OUT, build_tiny
+from training.build_model import TINY_OUT, BuildError, build_tiny
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = build_tiny(args.out, force=args.force)
+    try:
+        out = build_tiny(args.out, force=args.force)
+    except BuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"tiny model + tokenizer: {out}")
     return 0
