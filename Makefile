@@ -84,7 +84,7 @@ train: $(SETUP)  ## train RECIPE on DATA (prepares data first when stale); RESUM
 		$(if $(VERBOSE),--verbose)
 
 demo: $(SETUP)  ## no GPU needed: sample data -> tiny-cpu training -> eval report
-	$(PYTHON) -m training demo
+	$(PYTHON) -m eval demo
 
 eval: $(SETUP)  ## generate on the test split with RUN=runs/<dir> and score it (LIMIT=N rows)
 	$(PYTHON) -m eval generate $(if $(RUN),--run $(RUN)) $(if $(LIMIT),--limit $(LIMIT)) \

@@ -9,24 +9,23 @@ import platform
 import shlex
 import shutil
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from math import prod
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from preprocessing.files import REPO, now, sha256_file
 from training.build_model import TINY_OUT
+from training.errors import TrainError
+from training.hub import hub_token
+from training.launch import tee
+from training.recipes import RUNS, load_recipe, recipe_names
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / "bench" / "work"  # git-ignored: built models, logs, smoke results
 ARCH_DIR = REPO / "models" / "architectures"
-RUNS = REPO / "runs"
 PACKAGES = (
     "torch", "transformers", "peft", "axolotl", "bitsandbytes", "accelerate", "trl",
     "datasets", "liger-kernel", "deepspeed", "vllm",
@@ -36,10 +35,6 @@ PLUGIN = "bench.axolotl_plugin.BenchTimingPlugin"
 
 class BenchError(RuntimeError):
     """A step of a benchmark failed; the message says which and where its log is."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def versions() -> dict[str, str | None]:
@@ -84,14 +79,19 @@ class Runner:
         self.logs = logs
         self.log = logs[0]
         self.commands: list[str] = []
+        self.secrets = [token] if (token := hub_token()) else []
         for log in logs:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("", "utf-8")
 
-    def _write(self, text: str) -> None:
-        for log in self.logs:
+    def _write(self, text: str, logs: tuple[Path, ...] | None = None) -> None:
+        for log in self.logs if logs is None else logs:
             with log.open("a", encoding="utf-8") as handle:
                 handle.write(text)
+
+    def _show(self, line: str) -> None:
+        sys.stdout.write(line)
+        self._write(line, self.logs[1:])  # the first log is tee's own
 
     def __call__(self, cmd: list[str], env: dict[str, str] | None = None):
         """Run one step from the repo root; raises BenchError if it fails."""
@@ -105,15 +105,8 @@ class Runner:
         started = time.perf_counter()
         print(f"$ {line}", flush=True)
         self._write(f"\n$ {line}\n")
-        process = subprocess.Popen(
-            cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace",
-        )  # fmt: skip
-        assert process.stdout is not None
-        for out in process.stdout:
-            sys.stdout.write(out)
-            self._write(out)
-        code = process.wait()
+        # The launcher's tee: every line to the log and the console, any hub token scrubbed.
+        code = tee(cmd, self.log, self.secrets, env=full_env, show=self._show)
         seconds = time.perf_counter() - started
         self._write(f"[exit {code} after {seconds:.1f} s]\n")
         print(f"[exit {code} after {seconds:.1f} s]", flush=True)
@@ -123,18 +116,16 @@ class Runner:
 
 
 def read_recipe(recipe: str) -> tuple[Path, dict[str, Any]]:
-    path = Path(recipe)
-    if path.suffix not in (".yml", ".yaml"):
-        path = REPO / "recipes" / f"{recipe}.yml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in (REPO / "recipes").glob("*.yml")))
-        raise BenchError(f"{path}: no such recipe (known: {known})")
-    return path, yaml.safe_load(path.read_text("utf-8")) or {}
+    """(recipe file, its config) as the launcher finds them; BenchError when there is none."""
+    try:
+        return load_recipe(recipe)
+    except TrainError as error:
+        raise BenchError(str(error)) from None
 
 
 def gpu_recipes() -> list[str]:
     """Every recipe except the CPU one, in name order."""
-    return sorted(p.stem for p in (REPO / "recipes").glob("*.yml") if p.stem != "tiny-cpu")
+    return recipe_names(include_tiny=False)
 
 
 def arch_for(base_model: str) -> Path:
@@ -145,19 +136,9 @@ def arch_for(base_model: str) -> Path:
     raise BenchError(f"no models/architectures/*.json has hf_id {base_model!r}")
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_processed(data: Path, processed: Path) -> None:
     """Prepare the data when missing or stale, exactly as the training launcher decides it."""
-    from training.train import ensure_processed as launcher_ensure_processed
+    from training.data import ensure_processed as launcher_ensure_processed
 
     launcher_ensure_processed(REPO / data, REPO / processed)  # relative paths: from the repo
 
@@ -188,7 +169,9 @@ def ensure_model(
         built = json.loads(record.read_text("utf-8"))
         source = "shipped" if shipped_file(load_arch(arch)) else "trained"
         same_tokenizer = built.get("tokenizer", {}).get("source") == source
-        same_data = [d.get("sha256") for d in built.get("tokenizer_data", [])] == [sha256(train)]
+        same_data = [d.get("sha256") for d in built.get("tokenizer_data", [])] == [
+            sha256_file(train)
+        ]
         if same_tokenizer and same_data:
             print(f"reusing {out.relative_to(REPO)}", flush=True)
             return str(out.relative_to(REPO))

@@ -4,7 +4,7 @@
 `BENCH_PROFILE_STEPS=N`: the plugin then attaches `StepProfiler`, which profiles optimizer steps
 warmup+1 .. warmup+N (CPU and CUDA activity) and writes `<output_dir>/bench_profile.rank<N>.json`.
 
-The summary answers the issue's question — padding, dequantisation, attention, optimizer, data
+The summary answers the question — padding, dequantisation, attention, optimizer, data
 loading — with numbers a person can compare to the step time:
 - wall time of the window (between device synchronizes) vs the time the GPU was busy running
   kernels (union of kernel intervals): a large gap means the host, not the GPU, sets the pace;

@@ -1,5 +1,6 @@
-"""`python -m bench run`: the whole `make train RECIPE=<recipe>` as a user types it, timed from the
-command's start to its exit, phase by phase -> bench/results/run-<recipe>.json.
+"""The whole `make train RECIPE=...` as a user types it, timed from command to exit, phase by phase.
+
+-> bench/results/run-<recipe>.json.
 
 Nothing is switched off: 3 epochs, every evaluation and checkpoint, the best-model reload, the
 final save, plot and card. The only difference from a user's run is the base model: with
@@ -37,6 +38,7 @@ from bench.common import (
     runs_of,
     write_result,
 )
+from training.recipes import TINY_RECIPE
 
 # One H200, random-init, the real split (the project's targets for the command users run).
 TARGETS = {
@@ -46,7 +48,7 @@ TARGETS = {
     "optimizer_tokens_per_s": 20_000.0,
 }
 SMOKE = {
-    "recipe": "tiny-cpu",
+    "recipe": TINY_RECIPE,
     "data": Path("data/sample/sample_instruct.jsonl"),
     "processed": Path("bench/work/smoke/processed"),
 }
@@ -116,7 +118,7 @@ def _targets(measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     for key, default in SMOKE.items():
         if getattr(args, key) is None:
             setattr(args, key, default if args.smoke else {"recipe": "llama3b-qlora",
@@ -178,8 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("run", help="the whole `make train RECIPE=...`, phase by phase")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", help="default llama3b-qlora")
     parser.add_argument(
         "--data", type=Path, help="raw JSONL (default data/both_rel_instruct_all.jsonl)"
@@ -191,4 +192,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, help="stop early (a 7B recipe in a short call)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU version (tests)")
     parser.add_argument("--out-dir", type=Path, help="also copy results + log here")
-    parser.set_defaults(func=cmd_run)

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from preprocessing.files import FileFormatError, read_jsonl
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT
 
 SEED_FORMAT = (
@@ -51,14 +51,10 @@ def seed_text(row: dict[str, Any]) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise SystemExit(f"{path}: line {number}: not valid JSON ({err.msg})") from None
+    try:
+        rows = [row for _, row in read_jsonl(path)]
+    except FileFormatError as err:
+        raise SystemExit(str(err)) from None
     if not rows:
         raise SystemExit(f"{path}: no rows")
     return rows
@@ -133,6 +129,30 @@ def _train(model_dir: Path, dataset, tokenizer, precision: str, warmup: int, ste
     return timer, model
 
 
+def _train_seed_precision(
+    model_dir: Path, dataset, tokenizer, warmup: int, steps: int, cuda: bool, deviations: list
+) -> tuple[Any, Any, str, str | None]:
+    """Train in the seed's fp16, falling back to bf16 (said in ``deviations``) where fp16 fails
+    on this stack; (timer, model, precision used, fp16's error or None)."""
+    import torch
+
+    fp16_error = None
+    for precision in ["fp16", "bf16"] if cuda else ["fp32"]:
+        if fp16_error:  # the failed attempt's model is unreferenced now: free its memory
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()  # the peak reported is this attempt's
+        try:
+            timer, model = _train(model_dir, dataset, tokenizer, precision, warmup, steps)
+            return timer, model, precision, fp16_error
+        except Exception as err:  # the seed's fp16 may fail on this stack: fall back, say why
+            if precision != "fp16":
+                raise
+            fp16_error = f"{type(err).__name__}: {err}"[:500]
+            deviations.append(f"fp16 failed ({fp16_error}); bf16 used instead")
+    raise AssertionError("unreachable: the last precision either returns or raises")
+
+
 def run(model_dir: Path, processed: Path, warmup: int, steps: int) -> dict[str, Any]:
     import datasets
     import torch
@@ -156,21 +176,9 @@ def run(model_dir: Path, processed: Path, warmup: int, steps: int) -> dict[str, 
             "no CUDA: adamw_torch instead of paged_adamw_8bit",
             "no CUDA: fp32 instead of fp16 mixed precision",
         ]
-    precisions = ["fp16", "bf16"] if cuda else ["fp32"]
-    fp16_error = None
-    for precision in precisions:
-        if fp16_error:  # the failed attempt's model is unreferenced now: free its memory
-            gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()  # the peak reported is this attempt's
-        try:
-            timer, model = _train(model_dir, dataset, tokenizer, precision, warmup, steps)
-            break
-        except Exception as err:  # the seed's fp16 may fail on this stack: fall back, say why
-            if precision != "fp16":
-                raise
-            fp16_error = f"{type(err).__name__}: {err}"[:500]
-            deviations.append(f"fp16 failed ({fp16_error}); bf16 used instead")
+    timer, model, precision, fp16_error = _train_seed_precision(
+        model_dir, dataset, tokenizer, warmup, steps, cuda, deviations
+    )
     record = timer.record(epoch_real_tokens)
     return {
         "pipeline": "seed",

@@ -6,11 +6,28 @@ nothing here measures or assumes anything. Rerun `python -m bench table` after n
 
 from __future__ import annotations
 
-import json
+import argparse
+import sys
 from pathlib import Path
-from typing import Any
 
-from bench.kernels import STOCK
+from bench.table_format import (
+    as_minutes,
+    decoding_rounds,
+    load_result,
+    md_table,
+    met,
+    not_run,
+    num,
+    pct,
+    section,
+    times,
+)
+from bench.table_sections import (
+    eval_section,
+    recipes_section,
+    scaling_section,
+    train_section,
+)
 
 HEADER = """# Benchmarks
 
@@ -25,406 +42,38 @@ Do not edit by hand.
 MATMUL_SHARE_TARGET = 0.35
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text("utf-8")) if path.is_file() else None
-
-
-def _num(value: Any, digits: int = 1, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return f"{value:,.{digits}f}{unit}"
-    return str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def _minutes(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
-
-
-def _x(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
-
-
-def _met(flag: bool | None) -> str:
-    return {True: "met", False: "**missed**", None: "–"}[flag]
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _short(name: str) -> str:
-    """'liger_kernel.transformers.rms_norm.LigerRMSNorm' -> 'LigerRMSNorm (liger_kernel)'."""
-    parts = name.split(".")
-    return f"{parts[-1]} ({parts[0]})"
-
-
-def kernel_summary(kernels: dict[str, Any] | None) -> str:
-    if not kernels:
-        return "–"
-    names = [*kernels.get("non_stock_modules", []), *kernels.get("patched_forwards", [])]
-    for key in ("model_forward", "rotary_embedding"):
-        origin = kernels.get(key)
-        if origin and not origin.startswith(STOCK):
-            names.append(origin)
-    return ", ".join(sorted({_short(n) for n in names})) or "stock transformers modules only"
-
-
-def _source(path: Path, data: dict[str, Any]) -> str:
-    smoke = " — **smoke run (tiny CPU model), not a benchmark**" if data.get("smoke") else ""
-    versions = data.get("versions", {})
-    stack = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-    return (
-        f"Source: `bench/results/{path.name}` · {data.get('date', '–')} · "
-        f"{data.get('device', '–')}{smoke}\n\nStack: {stack}"
-    )
-
-
-def _model_line(info: dict[str, Any] | None) -> str:
-    if not info:
-        return ""
-    config = info.get("config", {})
-    shape = ", ".join(f"{k} {config[k]}" for k in ("num_hidden_layers", "hidden_size",
-                      "intermediate_size", "num_attention_heads", "num_key_value_heads",
-                      "vocab_size") if k in config)  # fmt: skip
-    params = info.get("parameters")
-    parts = [f"Model: `{info.get('path_or_id')}`"]
-    if info.get("architecture_of"):
-        parts.append(
-            f"random-init weights with the architecture of `{info['architecture_of']}`"
-            " (compute per token equals the real model's)"
-        )
-    if params:
-        parts.append(
-            f"{params / 1e9:.2f} B parameters" if params >= 1e8 else f"{params:,} parameters"
-        )
-    if shape:
-        parts.append(shape)
-    if info.get("chars_per_token"):
-        parts.append(f"{_tokenizer_words(info)}, {info['chars_per_token']} characters/token")
-    return "; ".join(parts) + "."
-
-
-def _tokenizer_words(info: dict[str, Any]) -> str:
-    tokenizer = info.get("tokenizer") or {"source": "trained"}
-    if tokenizer.get("source") == "shipped":
-        return (
-            f"the real tokenizer (`{tokenizer['file']}` from {tokenizer['package']} "
-            f"{tokenizer['package_version']})"
-        )
-    return "tokenizer trained locally"
-
-
-def _commands(data: dict[str, Any]) -> str:
-    commands = data.get("commands") or []
-    return "Commands run:\n\n```\n" + "\n".join(commands) + "\n```" if commands else ""
-
-
-def _not_run(title: str, command: str) -> str:
-    return f"## {title}\n\nNot run yet (`python -m bench {command}`)."
-
-
-def _decoding_rounds(ours: dict[str, Any]) -> str:
-    """Like "rounds of 64/128 new tokens: 300/9 rows, batch 300/9" (older files: the batch)."""
-    rounds = ours.get("rounds")
-    if not rounds:
-        return f"batch {_num(ours.get('batch_size'), 0)}"
-    tokens, rows = ("/".join(str(r[k]) for r in rounds) for k in ("new_tokens", "rows"))
-    batches = "/".join(str(min(r["rows"], r["batch_size"])) for r in rounds)  # rows per call
-    return f"rounds of {tokens} new tokens: {rows} rows, batch {batches}"
-
-
-def _ours_seconds(timing: dict[str, Any]) -> str:
-    if "load_seconds" not in timing:  # files before load time was recorded: decoding only
-        return f"{_num(timing['seconds'])} generating (loading not recorded)"
-    return f"{_num(timing['seconds'])} generating + {_num(timing['load_seconds'])} loading"
-
-
-def _section(
-    title: str, path: Path, data: dict[str, Any], *body: str, model_line: str | None = None
-) -> str:
-    """One benchmark's section: heading, source and stack, model, the body, the commands run;
-    empty parts left out."""
-    model_line = _model_line(data.get("model")) if model_line is None else model_line
-    parts = [f"## {title}", _source(path, data), model_line, *body, _commands(data)]
-    return "\n\n".join(p for p in parts if p)
-
-
-def _steps(side: dict[str, Any]) -> str:
-    raw = side["rank_records"][0]["raw"]
-    return f"{raw['warmup_steps']} + {raw['steps']}"
-
-
-def train_section(path: Path) -> str:
-    data = _load(path)
-    if data is None:
-        return _not_run("Training: seed script vs our recipe", "train")
-    seed, ours = data["seed"], data["ours"]
-    s, o = seed["timing"], ours["timing"]
-    ratios = data.get("ratios_ours_over_seed", {})
-    util = data.get("matmul_utilisation", {})
-    config = ours.get("config", {})
-    head = [
-        "",
-        "seed `train.py` (bench/seed_baseline.py)",
-        f"ours (`{ours['recipe']}`)",
-        "ours / seed",
-    ]
-    rows = [
-        ["real (non-pad) tokens/s", _num(s["real_tokens_per_s"]), _num(o["real_tokens_per_s"]),
-         _x(ratios.get("real_tokens_per_s"))],
-        ["examples/s", _num(s["examples_per_step"] / s["seconds_per_step"], 2),
-         _num(o["examples_per_step"] / o["seconds_per_step"], 2),
-         _x(ratios.get("examples_per_s"))],
-        ["seconds per optimizer step", _num(s["seconds_per_step"], 3),
-         _num(o["seconds_per_step"], 3), ""],
-        ["examples per optimizer step", _num(s["examples_per_step"]),
-         _num(o["examples_per_step"]), ""],
-        ["padding share of token slots", _pct(s["padding_fraction"]),
-         _pct(o["padding_fraction"]), ""],
-        ["peak GPU memory allocated", _num(s.get("peak_memory_gib"), 2, " GiB"),
-         _num(o.get("peak_memory_gib"), 2, " GiB"), _x(ratios.get("peak_memory"))],
-        [f"projected {s['epochs']} epochs ({_num(s['epoch_real_tokens'], 0)} / "
-         f"{_num(o['epoch_real_tokens'], 0)} tokens per epoch)",
-         _minutes(s["projected_seconds"]), _minutes(o["projected_seconds"]),
-         _x(ratios.get("projected_seconds"))],
-        ["share of measured bf16 matmul rate (6·N·tokens)", _pct(util.get("seed")),
-         _pct(util.get("ours")), ""],
-        ["optimizer steps (warm-up + timed)", _steps(seed), _steps(ours), ""],
-        ["precision, quantisation", f"{seed['precision']}, {seed['quantization']}",
-         f"{'bf16' if config.get('bf16') else 'fp16' if config.get('fp16') else 'fp32'}, "
-         f"{'4-bit' if config.get('load_in_4bit') else 'no 4-bit'}", ""],
-        ["packing, sequence length", f"no, {seed['settings']['max_length']} max",
-         f"{'yes' if config.get('sample_packing') else 'no'}, {config.get('sequence_len')}", ""],
-        ["fields fed to the model (no attention_mask: varlen attention over packed rows)",
-         ", ".join(s.get("batch_keys") or []) or "–", ", ".join(o.get("batch_keys") or []) or "–",
-         ""],
-        ["attention", _num(seed["kernels"].get("attn_implementation")),
-         _num(ours["kernels"].get("attn_implementation")), ""],
-        ["non-stock modules and kernels", kernel_summary(seed["kernels"]),
-         kernel_summary(ours["kernels"]), ""],
-    ]  # fmt: skip
-    targets = data.get("targets", {})
-    target_lines = [
-        f"- ≥ {targets.get('speedup_at_least')}× the seed's real tokens/s: "
-        f"{_met(targets.get('speedup_met'))} ({_x(ratios.get('real_tokens_per_s'))})",
-        f"- peak memory not above the seed's: {_met(targets.get('peak_memory_not_above_seed'))}",
-        f"- 3 epochs ≤ {_num(targets.get('three_epochs_at_most_s'), 0)} s: "
-        f"{_met(targets.get('three_epochs_met'))} ({_minutes(o['projected_seconds'])})",
-        f"- ≥ {_pct(MATMUL_SHARE_TARGET)} of the measured bf16 matmul rate: "
-        f"{_met(util['ours'] >= MATMUL_SHARE_TARGET if util.get('ours') else None)} "
-        f"({_pct(util.get('ours'))})",
-    ]
-    deviations = "".join(f"\n- {d}" for d in seed.get("deviations", []))
-    interruptions = o.get("interruptions") or s.get("interruptions")
-    return _section(
-        "Training: seed script vs our recipe",
-        path,
-        data,
-        f"Measured bf16 matmul rate: {_num(data.get('matmul_bf16_tflops'))} TFLOP/s. "
-        f"Training rows: {data.get('data', {}).get('train_rows')}.",
-        _table(head, rows),
-        "Targets:\n\n" + "\n".join(target_lines),
-        f"Seed script deviations from the original:{deviations}" if deviations else "",
-        f"**Timed window interrupted by:** {', '.join(interruptions)}" if interruptions else "",
-    )
-
-
-def eval_section(path: Path) -> str:
-    data = _load(path)
-    if data is None:
-        return _not_run("Eval: seed loop vs our batched eval", "eval")
-    seed, ours = data["seed"], data["ours"]
-    st, ot = seed["timing"], ours["timing"]
-    rows_n = data["split_rows"]
-
-    def split(seconds: float, projected: bool) -> str:
-        return f"{_num(seconds)} s" + (" (projected)" if projected else "")
-
-    head = ["", "seed loop (bench/seed_eval.py)", "ours (`eval generate`)", "ours / seed"]
-    rows = [
-        ["decoding", "sampling, temperature 0.1, one row at a time",
-         f"greedy, {ours.get('backend')}, {_decoding_rounds(ours)}", ""],
-        ["rows generated", f"{seed['rows_generated']} of {seed['rows_in_split']}",
-         f"{ours['rows_evaluated']} of {ours['rows_in_split']}", ""],
-        ["max_new_tokens (rows that hit it)",
-         f"{seed['max_new_tokens']} ({seed['hit_max_new_tokens']})",
-         f"{ours['max_new_tokens']} ({ours['hit_max_new_tokens']})", ""],
-        [f"whole split ({rows_n} rows), model loading included",
-         split(data["seed_split_seconds"], data.get("seed_split_projected")),
-         split(data["ours_split_seconds"], data.get("ours_split_projected")),
-         _x(data.get("speedup"))],
-        ["rows/s over the split", _num(rows_n / data["seed_split_seconds"], 2),
-         _num(rows_n / data["ours_split_seconds"], 2), ""],
-        ["generated tokens/s (measured rows)", _num(st["tokens_per_second"]),
-         _num(ot["tokens_per_second"]), ""],
-        ["seconds measured", f"{_num(st['seconds'])} generating + {_num(st['load_seconds'])} "
-         "loading", _ours_seconds(ot), ""],
-    ]  # fmt: skip
-    targets = data.get("targets", {})
-    target_lines = [
-        f"- whole split ≤ {_num(targets.get('split_at_most_s'), 0)} s: "
-        f"{_met(targets.get('split_met'))}",
-        f"- ≥ {targets.get('speedup_at_least')}× the seed loop: {_met(targets.get('speedup_met'))}",
-    ]
-    reused = (
-        "Our side is the `eval generate` result already in the run (same device, rows and "
-        "token budget), reused rather than generated twice."
-    )
-    return _section(
-        "Eval: seed loop vs our batched eval",
-        path,
-        data,
-        _table(head, rows),
-        data.get("note", ""),
-        reused if data.get("ours_reused") else "",
-        "Targets:\n\n" + "\n".join(target_lines),
-        model_line=_model_line(data.get("model")) + f" Run: `{data.get('run')}`.",
-    )
-
-
-def _total_steps(train: dict[str, Any]) -> int | None:
-    records = train.get("rank_records") or []
-    if not records:
-        return None
-    raw = records[0]["raw"]
-    return raw["warmup_steps"] + raw["steps"]
-
-
-def recipes_section(paths: list[Path]) -> str:
-    title = "## Every GPU recipe: training steps and eval on the GPU"
-    if not paths:
-        return f"{title}\n\nNot run yet (`python -m bench recipes`)."
-    head = [
-        "recipe",
-        "result",
-        "model",
-        "steps",
-        "s/step",
-        "real tokens/s",
-        "peak GiB",
-        "attention",
-        "packing",
-        "optimizer",
-        "eval rows",
-        "eval s",
-        "device",
-        "file",
-    ]
-    rows, details = [], []
-    for path in paths:
-        data = _load(path) or {}
-        train = data.get("train") or {}
-        timing = train.get("timing") or {}
-        config = train.get("config") or {}
-        ev = data.get("eval") or {}
-        model = data.get("model") or {}
-        rows.append(
-            [
-                f"`{data.get('recipe')}`" + (" (smoke)" if data.get("smoke") else ""),
-                "ran" if data.get("success") else f"**failed**: {data.get('error', '?')[:120]}",
-                model.get("architecture_of") or model.get("path_or_id") or "–",
-                _num(_total_steps(train), 0),
-                _num(timing.get("seconds_per_step"), 3),
-                _num(timing.get("real_tokens_per_s")),
-                _num(timing.get("peak_memory_gib"), 2),
-                _num((train.get("kernels") or {}).get("attn_implementation")),
-                "yes" if config.get("sample_packing") else ("no" if config else "–"),
-                _num(config.get("optimizer")),
-                _num(ev.get("rows_evaluated"), 0),
-                _num((ev.get("timing") or {}).get("seconds")),
-                data.get("device", "–"),
-                f"`{path.name}`",
-            ]
-        )
-        if train:
-            details.append(f"- `{data.get('recipe')}`: {kernel_summary(train.get('kernels'))}")
-    commands = [c for p in paths for c in (_load(p) or {}).get("commands", [])]
-    return "\n\n".join(
-        p
-        for p in [
-            title,
-            "Random-init weights with each base model's architecture; steps include warm-up. Eval "
-            "generates the first rows of the test split (all of it where the table says 300).",
-            _table(head, rows),
-            "Non-stock modules and kernels seen in each trained model:\n\n" + "\n".join(details)
-            if details
-            else "",
-            "Commands run:\n\n```\n" + "\n".join(commands) + "\n```" if commands else "",
-        ]
-        if p
-    )
-
-
-def scaling_section(path: Path) -> str:
-    data = _load(path)
-    if data is None:
-        return _not_run("Several GPUs", "scaling")
-    head = ["GPUs (strategy)", "real tokens/s", "s/step", "examples/step", "peak GiB per GPU",
-            "× 1 GPU"]  # fmt: skip
-    speedups = data.get("speedup_by_strategy") or {}
-    rows = [
-        [
-            n,
-            _num(r["timing"]["real_tokens_per_s"]),
-            _num(r["timing"]["seconds_per_step"], 3),
-            _num(r["timing"]["examples_per_step"]),
-            _num(r["timing"].get("peak_memory_gib"), 2),
-            _x(speedups.get(n)) if n != "1" else "1.00×",
-        ]
-        for n, r in data["runs"].items()
-    ]
-    targets = data.get("targets", {})
-    return _section(
-        "Several GPUs",
-        path,
-        data,
-        _table(head, rows),
-        f"Best: {data.get('best_strategy')}, {data['gpus']} GPUs at {_x(data.get('speedup'))} "
-        f"one GPU's real tokens/s (efficiency {_pct(data.get('efficiency'))}). Target ≥ "
-        f"{targets.get('speedup_at_least')}×: {_met(targets.get('speedup_met'))}. "
-        f"{data.get('note', '')}",
-    )
-
-
 def profile_section(path: Path) -> str:
-    data = _load(path)
+    data = load_result(path)
     if data is None:
-        return _not_run("Where a training step's time goes", "profile")
+        return not_run("Where a training step's time goes", "profile")
     prof = data["profile"]
     ms, share = prof["kernel_ms_per_step_by_category"], prof["kernel_share_by_category"]
     kernels = (
-        _table(
+        md_table(
             ["GPU kernel category", "ms per step", "share of kernel time"],
-            [[k, _num(v, 1), _pct(share.get(k))] for k, v in ms.items()],
+            [[k, num(v, 1), pct(share.get(k))] for k, v in ms.items()],
         )
         if ms
         else ""
     )  # no GPU: no kernels
-    host = _table(
+    host = md_table(
         ["host side, per step", "calls", "ms"],
-        [[k.replace("_", " "), _num(v["calls_per_step"], 0), _num(v["ms_per_step"], 1)]
+        [[k.replace("_", " "), num(v["calls_per_step"], 0), num(v["ms_per_step"], 1)]
          for k, v in prof["host"].items()],
     )  # fmt: skip
-    top = _table(
+    top = md_table(
         ["costliest kernels (all profiled steps)", "calls", "ms"],
-        [[f"`{k['name'][:90]}`", _num(k["calls"], 0), _num(k["ms"], 1)]
+        [[f"`{k['name'][:90]}`", num(k["calls"], 0), num(k["ms"], 1)]
          for k in prof["top_kernels"][:10]],
     ) if prof["top_kernels"] else ""  # fmt: skip
-    return _section(
+    return section(
         "Where a training step's time goes",
         path,
         data,
         f"`{data['recipe']}`, {prof['steps']} optimizer steps under torch.profiler after "
-        f"warm-up: {_num(prof['wall_ms_per_step'], 0)} ms per step wall, of which the GPU ran "
-        f"kernels {_num(prof['gpu_busy_ms_per_step'], 0)} ms ({_pct(prof['gpu_busy_share'])}); "
-        f"{_num(prof['kernels_per_step'], 0)} kernels and {_num(prof['host_ops_per_step'], 0)} "
+        f"warm-up: {num(prof['wall_ms_per_step'], 0)} ms per step wall, of which the GPU ran "
+        f"kernels {num(prof['gpu_busy_ms_per_step'], 0)} ms ({pct(prof['gpu_busy_share'])}); "
+        f"{num(prof['kernels_per_step'], 0)} kernels and {num(prof['host_ops_per_step'], 0)} "
         f"host-side operator calls per step. {prof.get('note', '')}",
         kernels,
         host,
@@ -433,9 +82,9 @@ def profile_section(path: Path) -> str:
 
 
 def profile_generate_section(path: Path) -> str:
-    data = _load(path)
+    data = load_result(path)
     if data is None:
-        return _not_run("Where a decoding step's time goes", "profile-generate")
+        return not_run("Where a decoding step's time goes", "profile-generate")
     head = ["rows per batch", "KV cache", "ms per decoding step", "tokens/s",
             "GPU busy (profiled)", "host ops per step", "syncs per step",
             "kernel ms per step by category"]  # fmt: skip
@@ -447,15 +96,15 @@ def profile_generate_section(path: Path) -> str:
         )
         rows.append([
             str(batch["rows"]), batch.get("kv_cache", "dynamic"),
-            _num(batch["decode_ms_per_step"], 1), _num(batch["decode_tokens_per_s"]),
-            _pct(prof["gpu_busy_share"]), _num(prof["host_ops_per_step"], 0),
-            _num(prof["host"]["synchronizations"]["calls_per_step"], 0), categories or "–",
+            num(batch["decode_ms_per_step"], 1), num(batch["decode_tokens_per_s"]),
+            pct(prof["gpu_busy_share"]), num(prof["host_ops_per_step"], 0),
+            num(prof["host"]["synchronizations"]["calls_per_step"], 0), categories or "–",
         ])  # fmt: skip
-    return _section(
+    return section(
         "Where a decoding step's time goes",
         path,
         data,
-        _table(head, rows),
+        md_table(head, rows),
         data.get("note", ""),
     )
 
@@ -470,9 +119,9 @@ DECODING_WHAT = {
 
 
 def decoding_section(path: Path) -> str:
-    data = _load(path)
+    data = load_result(path)
     if data is None:
-        return _not_run("Decoding strategies for our eval", "decoding")
+        return not_run("Decoding strategies for our eval", "decoding")
     first = data["first_strategy"]
     head = ["strategy", "what", "seconds", f"seconds ÷ {first}'s", "rows/s", "generated tokens",
             "rows at max_new_tokens", f"answers as {first}"]  # fmt: skip
@@ -481,27 +130,27 @@ def decoding_section(path: Path) -> str:
         rounds = measured.get("rounds")
         what = DECODING_WHAT.get(name, "")
         if rounds:
-            what += " — " + _decoding_rounds({"rounds": rounds})
+            what += " — " + decoding_rounds({"rounds": rounds})
         rows.append([
-            name, what, _num(measured["seconds"]), _x(measured.get("seconds_vs_first")),
-            _num(measured["rows_per_second"], 2), str(measured["generated_tokens"]),
+            name, what, num(measured["seconds"]), times(measured.get("seconds_vs_first")),
+            num(measured["rows_per_second"], 2), str(measured["generated_tokens"]),
             str(measured["hit_max_new_tokens"]),
             f"{measured['answers_equal_to_first_strategy']} of {data['rows']}",
         ])  # fmt: skip
     intro = (
         f"{data['rows']} of {data['rows_in_split']} test rows, max_new_tokens "
-        f"{data['max_new_tokens']}, one model load ({_num(data['load_seconds'])} s, not in the "
+        f"{data['max_new_tokens']}, one model load ({num(data['load_seconds'])} s, not in the "
         "seconds below) shared by all strategies. `eval generate` decodes in rounds with the "
         f"{data['eval_generate_kv_cache']} KV cache."
     )
-    return _section("Decoding strategies for our eval", path, data, intro, _table(head, rows))
+    return section("Decoding strategies for our eval", path, data, intro, md_table(head, rows))
 
 
 def run_section(path: Path) -> str:
     """One recipe's whole `make train`, phase by phase, beside the seed's projection."""
-    data = _load(path)
+    data = load_result(path)
     if data is None:
-        return _not_run("The whole `make train` (llama3b-qlora)", "run")
+        return not_run("The whole `make train` (llama3b-qlora)", "run")
     recipe, targets, seed = data["recipe"], data["targets"], data.get("seed") or {}
     evals = data["evaluation_seconds"]
     facts = data.get("facts") or {}
@@ -509,47 +158,47 @@ def run_section(path: Path) -> str:
     if data.get("max_steps"):
         steps += f" (stopped at MAX_STEPS={data['max_steps']})"
     rows = [
-        ["from typing the command to its exit", _minutes(data["command_seconds"]),
-         f"≤ {_minutes(targets['command_seconds_target'])}", _met(targets["command_met"])],
-        ["longest in-training evaluation", f"{_num(max(evals) if evals else None, 1)} s "
-         f"({len(evals)} evaluations)", f"≤ {_num(targets['evaluation_seconds_target'])} s",
-         _met(targets["evaluation_met"])],
-        ["peak GPU memory, any phase", f"{_num(data['peak_memory_gib'], 2)} GiB",
-         f"≤ {_num(targets['peak_memory_gib_target'])} GiB (the seed's)",
-         _met(targets["peak_memory_met"])],
-        ["optimizer steps, real tokens/s", _num(data["optimizer_tokens_per_s"], 0),
-         f"≥ {_num(targets['optimizer_tokens_per_s_target'], 0)}",
-         _met(targets["optimizer_tokens_met"])],
+        ["from typing the command to its exit", as_minutes(data["command_seconds"]),
+         f"≤ {as_minutes(targets['command_seconds_target'])}", met(targets["command_met"])],
+        ["longest in-training evaluation", f"{num(max(evals) if evals else None, 1)} s "
+         f"({len(evals)} evaluations)", f"≤ {num(targets['evaluation_seconds_target'])} s",
+         met(targets["evaluation_met"])],
+        ["peak GPU memory, any phase", f"{num(data['peak_memory_gib'], 2)} GiB",
+         f"≤ {num(targets['peak_memory_gib_target'])} GiB (the seed's)",
+         met(targets["peak_memory_met"])],
+        ["optimizer steps, real tokens/s", num(data["optimizer_tokens_per_s"], 0),
+         f"≥ {num(targets['optimizer_tokens_per_s_target'], 0)}",
+         met(targets["optimizer_tokens_met"])],
     ]  # fmt: skip
     if seed.get("projected_3_epoch_seconds"):
         rows.append([
             "seed script, 3 epochs (projected, not run)",
-            _minutes(seed["projected_3_epoch_seconds"]), f"{seed['source']}, {seed['device']}",
+            as_minutes(seed["projected_3_epoch_seconds"]), f"{seed['source']}, {seed['device']}",
             "–",
         ])  # fmt: skip
     summary = sorted(
         (data.get("phase_summary") or {}).items(), key=lambda item: -item[1]["seconds"]
     )
     phase_rows = [
-        [kind, str(row["count"]), _num(row["seconds"]), _num(row["peak_gib"], 2)]
+        [kind, str(row["count"]), num(row["seconds"]), num(row["peak_gib"], 2)]
         for kind, row in summary
     ]
     edges = {p["phase"]: p["seconds"] for p in data["phases"]}
     for edge in ("make + interpreter start", "launcher exit"):
-        phase_rows.append([edge, "1", _num(edges.get(edge)), "–"])
+        phase_rows.append([edge, "1", num(edges.get(edge)), "–"])
     intro = (
         f"`make train RECIPE={recipe}` as a user types it: {steps}, every evaluation and "
         "checkpoint, best-model reload, final save, plot and card. Phases from the run's own "
         f'record (`run.json` "phases"); run directory `{data["run_dir"]}`.'
     )
-    return _section(
+    return section(
         f"The whole `make train` ({recipe})",
         path,
         data,
         intro,
-        _table(["measure", "measured", "target", ""], rows),
+        md_table(["measure", "measured", "target", ""], rows),
         "Where the time went (phases of one kind added up; peak = GPU memory allocated):",
-        _table(["phase", "count", "seconds", "peak GiB"], phase_rows),
+        md_table(["phase", "count", "seconds", "peak GiB"], phase_rows),
     )
 
 
@@ -570,3 +219,26 @@ def render(results: Path) -> str:
     if notes.is_file():
         sections.append(notes.read_text("utf-8").strip())
     return HEADER + "\n" + "\n\n".join(sections) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.common import REPO, RESULTS
+
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the doc is out of date")
+
+
+def run(args: argparse.Namespace) -> int:
+    text = render(args.results)
+    if args.check:
+        current = args.doc.read_text("utf-8") if args.doc.is_file() else ""
+        if current != text:
+            print(f"{args.doc} is out of date: run `python -m bench table`", file=sys.stderr)
+            return 1
+        print(f"{args.doc} matches {args.results}")
+        return 0
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(text, "utf-8")
+    print(f"wrote {args.doc}")
+    return 0

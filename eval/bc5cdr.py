@@ -1,4 +1,6 @@
-"""`python -m eval bc5cdr`: the official BioCreative V CDR evaluation of a predictions file.
+"""Official BC5CDR scores of a predictions JSONL (MeSH grounding, PubTator, the kit).
+
+`python -m eval bc5cdr`: the official BioCreative V CDR evaluation of a predictions file.
 
 PREDICTIONS (the eval's JSONL: prompt, completion, prediction) are matched to the documents of
 GOLD (a PubTator file) by abstract, grounded to MeSH with a lexicon (PubTator training
@@ -24,8 +26,8 @@ from typing import Any
 
 from eval.bc5cdr_report import RUN_SUBDIR
 from eval.official import MEASURES, OfficialError, measure_name
+from preprocessing.files import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Where the README asks users to put the BioCreative V CDR files (data/ is never committed).
 DEFAULT_KIT = REPO / "data" / "bc5cdr" / "BC5CDR_Evaluation-0.0.3.zip"
 OUTPUTS = ("predictions", "ceiling")  # what is scored: the model's answers, the gold answers
@@ -35,13 +37,7 @@ class DisagreementError(RuntimeError):
     """The jar and the Python twin counted differently: a bug to fix, never to average away."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bc5cdr",
-        help="official BC5CDR scores of a predictions JSONL (MeSH grounding, PubTator, the kit)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", type=Path, help="JSONL with prompt, completion, prediction")
     parser.add_argument(
         "--pubtator",
@@ -68,7 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-jar", action="store_true", help="score with the Python twin only")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR")
-    parser.set_defaults(func=main)  # fmt: skip
 
 
 def _jar_or_reason(args: argparse.Namespace, gold: Path, exported: list[Path]) -> tuple:
@@ -125,14 +120,14 @@ def score_files(args: argparse.Namespace, gold: Path, exported: list[Path]) -> l
     ]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """The whole evaluation; returns what bc5cdr.json holds."""
     from eval.bc5cdr_export import export
     from eval.bc5cdr_match import gold_subset, match_rows
     from eval.bc5cdr_report import render
-    from eval.files import atomic_write_text
     from eval.ground import read_lexicon
     from preprocessing.bc5cdr import read_pubtator
+    from preprocessing.files import atomic_write_text
 
     started = time.perf_counter()
     docs = read_pubtator(args.pubtator)
@@ -182,7 +177,7 @@ def _refresh_run(out: Path) -> None:
         print(f"warning: {eval_dir} report not refreshed: {error!r}", file=sys.stderr)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from eval.bc5cdr_report import summary_lines
     from eval.ctd import CTDError
     from eval.score import InputError
@@ -191,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --out {args.out}: exists and is not a directory", file=sys.stderr)
         return 2
     try:
-        result = run(args)
+        result = evaluate(args)
     except (InputError, CTDError, OfficialError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

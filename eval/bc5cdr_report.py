@@ -3,12 +3,10 @@ and the official scores as a run's report.md, model card and `make compare` show
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 # Where a run's official evaluation lives: `make bc5cdr-eval RUN=runs/<dir>` writes it there.
-RUN_SUBDIR = "bc5cdr"
+from training.run_record import OFFICIAL_SUBDIR as RUN_SUBDIR
 
 _WHAT = {
     "relation CID": "chemical-induced disease pairs (MeSH id, MeSH id) per document",
@@ -95,17 +93,6 @@ def render(result: dict[str, Any]) -> str:
 # ---- the official scores inside a run's eval outputs ------------------------------------------
 
 
-def read_official(eval_dir: Path) -> dict[str, Any] | None:
-    """<run>/eval/bc5cdr/bc5cdr.json, or None when the run has no official evaluation."""
-    path = Path(eval_dir) / RUN_SUBDIR / "bc5cdr.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
-
-
 def official_section(result: dict[str, Any]) -> list[str]:
     """report.md's section: the five official F1s beside the ceiling."""
     pred, ceiling = result["predictions"], result["ceiling"]
@@ -125,13 +112,4 @@ def official_section(result: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
         *rows,
         "",
-    ]
-
-
-def model_index_metrics(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """model-index entries: precision, recall and F1 of each official measure."""
-    return [
-        {"type": stat, "name": f"{name} {stat} (official)", "value": score[stat]}
-        for name, score in result["predictions"]["measures"].items()
-        for stat in ("precision", "recall", "f1")
     ]

@@ -1,4 +1,6 @@
-"""`python -m eval compare runs`: one table (compare.md) and plot (compare.png) over every run
+"""Table + plot over every evaluated run.
+
+`python -m eval compare runs`: one table (compare.md) and plot (compare.png) over every run
 that has eval/metrics.json."""
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def collect_runs(runs_dir: Path) -> list[dict[str, Any]]:
     in part shows with its newest partial eval, marked as partial. A malformed metrics.json is
     an error naming it. A run's official BC5CDR scores (eval/bc5cdr/bc5cdr.json) come along
     where it has them."""
-    from eval.bc5cdr_report import read_official
+    from training.run_record import read_official
 
     found = []
     run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
@@ -176,10 +178,7 @@ def write_compare(runs_dir: Path) -> tuple[Path, Path]:
     return table_path, plot_path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compare", help="table + plot over every evaluated run", description=__doc__
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "runs_dir",
         type=Path,
@@ -187,10 +186,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=Path("runs"),
         help="directory holding the runs (default runs)",
     )
-    parser.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         table, plot = write_compare(args.runs_dir)
     except (OSError, ValueError) as error:

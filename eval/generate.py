@@ -315,15 +315,11 @@ def refresh_outputs(run_dir: Path) -> None:
 def refresh_model_card(run_dir: Path) -> None:
     """The run's README.md carries the eval results; pushed when hub pushes are on.
 
-    The eval itself is already on disk, so a failing card only warns.
+    The eval itself is already on disk, so a failing card only warns (training/model_card.py).
     """
-    try:
-        from eval.model_card import push_model_card, write_model_card
+    from training.model_card import refresh_model_card as rewrite_and_push_card
 
-        print(f"model card: {write_model_card(run_dir)}", file=sys.stderr)
-        push_model_card(run_dir)
-    except Exception as error:  # noqa: BLE001 - see docstring
-        print(f"warning: model card of {run_dir} not updated: {error!r}", file=sys.stderr)
+    rewrite_and_push_card(run_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,6 @@
-"""Grounding: map an extracted chemical or disease name, in its abstract, to a MeSH id or '-1'.
+"""MeSH ids of chemical or disease names (lexicon from PubTator, optional CTD).
+
+Grounding: map an extracted chemical or disease name, in its abstract, to a MeSH id or '-1'.
 
 A Lexicon maps surface forms to ids with counts, per entity type, at four levels from strict to
 loose (`variant_keys`): the text with whitespace collapsed; task.normalize (NFKC, case-fold,
@@ -201,13 +203,7 @@ def read_lexicon(pubtator: Iterable[Path], ctd_chemicals: Path | None = None,
     return lexicon
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "ground",
-        help="MeSH ids of chemical or disease names (lexicon from PubTator, optional CTD)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NAME")
     parser.add_argument("--type", required=True, choices=TYPES, dest="kind")
     parser.add_argument("--lexicon-from", type=Path, nargs="+", required=True, metavar="TRAIN")
@@ -215,10 +211,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ctd-diseases", type=Path, metavar="F", help="CTD_diseases.tsv")
     parser.add_argument("--text", type=Path, help="the abstract the names come from (for its "
                         "abbreviations)")  # fmt: skip
-    parser.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Print 'name<TAB>id' per name."""
     from eval.ctd import CTDError
 

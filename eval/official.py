@@ -130,7 +130,7 @@ def java_available() -> bool:
 def unpack_kit(kit: Path, into: Path) -> Path:
     """The jar's path, unpacked from the kit's zip into `into`/<sha256 of the zip>/ (reused when
     already there; written atomically, so an interrupted unpack never leaves a broken jar)."""
-    from eval.files import atomic_write_bytes
+    from preprocessing.files import atomic_write_bytes
 
     if not kit.is_file():
         raise OfficialError(f"{kit}: the official kit (BC5CDR_Evaluation-0.0.3.zip) is not there")

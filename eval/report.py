@@ -8,9 +8,10 @@ from typing import Any
 
 from eval.score import compare_row, prf
 from preprocessing.task import TASKS, task_of
+from training.recipes import TINY_RECIPE
+from training.run_record import same_test
 
 MODES = ("normalized", "strict")
-TINY_RECIPE = "tiny-cpu"
 WORST_EXAMPLES = 10
 ITEMS_SHOWN = 12  # per list of false positives / negatives in the worst examples
 # How each answer ended (Generation.finish_reason), as the worst examples say it.
@@ -23,15 +24,6 @@ FINISH_NOTES = {
 def is_tiny(metrics: dict[str, Any]) -> bool:
     """The random tiny model the repo builds for CPU demos and tests."""
     return metrics.get("recipe") == TINY_RECIPE or "models/built" in str(metrics.get("model"))
-
-
-# What must be equal for two evals to be set side by side: the test file's bytes and the rows.
-SAME_TEST_KEYS = ("split_sha256", "rows_evaluated", "rows")
-
-
-def same_test(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when both were scored on the same test file (sha256) and the same rows."""
-    return all(a.get(key) is not None and a.get(key) == b.get(key) for key in SAME_TEST_KEYS)
 
 
 def _base_path(metrics: dict[str, Any]) -> Path | None:
@@ -134,13 +126,14 @@ def _worst_examples(predictions: list[dict]) -> list[str]:
     return sections
 
 
-def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
+def _header(metrics: dict[str, Any]) -> list[str]:
+    """Title, warnings (tiny model, partial eval) and what was evaluated how."""
     timing = metrics["timing"]
     parts = [f"# Evaluation: {label_of(metrics)}", ""]
     if is_tiny(metrics):
         parts += [
             "> **These numbers are meaningless.** The model is the random-weight tiny model "
-            "of the `tiny-cpu` recipe, trained for seconds on a CPU to check that the "
+            f"of the `{TINY_RECIPE}` recipe, trained for seconds on a CPU to check that the "
             "pipeline works end to end; it has not learned the task.",
             "",
         ]
@@ -150,7 +143,7 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
             f"{metrics['rows_in_split']} test rows (`--limit`).",
             "",
         ]
-    parts += [
+    return parts + [
         f"- model: `{metrics['model']}`"
         + (f", adapter `{metrics['adapter']}`" if metrics.get("adapter") else ""),
         f"- test split: `{metrics['split_file']}` (sha256 `{metrics['split_sha256'][:16]}…`), "
@@ -166,38 +159,35 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
         "case-fold, dashes, whitespace, trailing `.,;:`).",
         "",
     ]
+
+
+def _base_section(metrics: dict[str, Any]) -> list[str]:
+    """Base vs fine-tuned F1, when a base eval on the same test exists (or why it is not shown)."""
+    parts: list[str] = []
     base = base_metrics_for(metrics)
     note = unpaired_base_note(metrics)
     if note:
         parts += [note, ""]
-    if base:
-        rows = [
-            [task]
-            + [f"{m[mode]['per_task'][task]['f1']:.3f}" for mode in MODES for m in (base, metrics)]
-            for task in TASKS
-        ]
-        rows.append(
-            ["macro"] + [f"{m[mode]['macro_f1']:.3f}" for mode in MODES for m in (base, metrics)]
-        )
-        parts += [
-            "## Base vs fine-tuned (F1)",
-            "",
-            _table(
-                [
-                    "task",
-                    "base (normalized)",
-                    "fine-tuned (normalized)",
-                    "base (strict)",
-                    "fine-tuned (strict)",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    for mode in MODES:
-        parts += [f"## Scores ({mode})", "", _scores_table(metrics[mode]), ""]
+    if not base:
+        return parts
+    rows = [
+        [task]
+        + [f"{m[mode]['per_task'][task]['f1']:.3f}" for mode in MODES for m in (base, metrics)]
+        for task in TASKS
+    ]
+    rows.append(
+        ["macro"] + [f"{m[mode]['macro_f1']:.3f}" for mode in MODES for m in (base, metrics)]
+    )
+    head = [
+        "task", "base (normalized)", "fine-tuned (normalized)", "base (strict)",
+        "fine-tuned (strict)",
+    ]  # fmt: skip
+    return parts + ["## Base vs fine-tuned (F1)", "", _table(head, rows), ""]
+
+
+def _format_errors_section(metrics: dict[str, Any]) -> list[str]:
     errors = metrics["format_errors"]
-    parts += [
+    return [
         "## Relation format errors",
         "",
         "Relation lines that do not read `Chemical <c> influences disease <d>`; they count as "
@@ -211,6 +201,16 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
             ],
         ),
         "",
+    ]
+
+
+def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
+    """report.md: what was evaluated, base vs fine-tuned, scores, format errors, worst examples."""
+    parts = _header(metrics) + _base_section(metrics)
+    for mode in MODES:
+        parts += [f"## Scores ({mode})", "", _scores_table(metrics[mode]), ""]
+    parts += _format_errors_section(metrics)
+    parts += [
         f"## Worst examples (normalized, top {WORST_EXAMPLES} by fp + fn)",
         "",
         "Each shows the model's raw answer (first 300 characters) and how it ended: it ended its "
@@ -222,7 +222,8 @@ def render_report(metrics: dict[str, Any], predictions: list[dict]) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], predictions: list[dict]) -> Path:
-    from eval.bc5cdr_report import official_section, read_official
+    from eval.bc5cdr_report import official_section
+    from training.run_record import read_official
 
     path = out_dir / "report.md"
     text = render_report(metrics, predictions)

@@ -1,4 +1,6 @@
-"""Score predictions against gold: per-task and micro precision/recall/F1, strict and normalized.
+"""Score a predictions JSONL (prompt, completion, prediction) -> metrics JSON.
+
+Per-task and micro precision/recall/F1 against gold, strict and normalized.
 
 The definition (README, "Scoring definition"), implemented with preprocessing.task's parsers:
 - items: one line each, one leading bullet removed, empty lines skipped (task.parse_items);
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from preprocessing import files
 from preprocessing.task import TASKS, normalize, parse_items, parse_relation, task_of
 
 MODES = ("strict", "normalized")
@@ -120,30 +123,12 @@ def check_row(row: Any, where: str) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, row) of a JSONL file; blank lines are skipped, other non-JSON is an error.
-
-    Lines are decoded one by one so that a non-UTF-8 line is reported with its number; JSON
-    nested too deeply for the parser is an error of its line, not a crash.
-    """
-    rows = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                byte = raw[error.start]
-                raise InputError(
-                    f"{path}:{number}: not UTF-8 (byte 0x{byte:02x} at byte {error.start + 1})"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            except RecursionError:
-                raise InputError(f"{path}:{number}: JSON nested too deeply to read") from None
-    return rows
+    """(line number, row) of a JSONL file (preprocessing.files.read_jsonl); a bad or unreadable
+    line is an InputError naming the file and the line."""
+    try:
+        return files.read_jsonl(path)
+    except files.FileFormatError as error:
+        raise InputError(str(error)) from None
 
 
 def score_rows(rows: Iterable[dict], source: str = "<rows>") -> dict[str, Any]:
@@ -199,20 +184,13 @@ def _score(rows: list[tuple[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "score",
-        help="score a predictions JSONL (prompt, completion, prediction) -> metrics JSON",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", type=Path, help="JSONL with prompt, completion, prediction")
     parser.add_argument("--out", type=Path, help="also write the metrics JSON here")
-    parser.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
-    from eval.files import atomic_write_text
+def run(args: argparse.Namespace) -> int:
+    from preprocessing.files import atomic_write_text
 
     try:
         if args.out is not None and args.out.is_dir():

@@ -10,10 +10,13 @@ Rules (they reproduce ``both_rel_instruct_all.jsonl`` byte for byte from train t
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocessing.errors import EXIT_BAD_DATA, EXIT_USAGE
 from preprocessing.task import build_prompt, format_entities, format_relations
 
 
@@ -121,3 +124,28 @@ def build_file(pubtator_paths: list[Path], out: Path) -> int:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return len(rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pubtator", nargs="+", type=Path, metavar="PUBTATOR",
+                        help="BC5CDR PubTator files: train, then dev")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE")
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [path for path in args.pubtator if not path.is_file()]
+    if missing:
+        print(
+            f"error: PubTator file(s) not found: {', '.join(map(str, missing))}. The BioCreative V "
+            "CDR corpus (CDR_Data/CDR.Corpus.v010516/*.PubTator.txt) comes from BioCreative; "
+            "pass CDR_TrainingSet.PubTator.txt then CDR_DevelopmentSet.PubTator.txt.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        n_rows = build_file(args.pubtator, args.out)
+    except ValueError as err:  # names file and line
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(f"wrote {n_rows} rows to {args.out}")
+    return 0

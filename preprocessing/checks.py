@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 
-import yaml
+from preprocessing.files import REPO, FileFormatError, load_yaml
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = REPO / "recipes"  # preprocessing comes before training: its own path to them
 DEFAULT_LONGEST_SEQUENCE_LEN = 8192  # when no recipes/ is at hand (an installed package)
 # English BPE tokenizers average about 4 UTF-8 bytes per token; biomedical text a bit less, so the
 # estimate errs low: a row flagged as too long is too long.
@@ -84,10 +83,10 @@ def longest_sequence_len() -> tuple[int, str]:
     best = (0, "")
     for path in sorted(RECIPES.glob("*.yml")):
         try:
-            config = yaml.safe_load(path.read_text("utf-8"))
-        except (OSError, yaml.YAMLError):
+            config = load_yaml(path)
+        except FileFormatError:  # a broken recipe is the launcher's to report, not this check's
             continue
-        value = config.get("sequence_len") if isinstance(config, dict) else None
+        value = config.get("sequence_len")
         if isinstance(value, int) and value > best[0]:
             best = (value, path.stem)
     return best if best[0] else (DEFAULT_LONGEST_SEQUENCE_LEN, "default")

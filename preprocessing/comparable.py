@@ -14,12 +14,16 @@ abstract only, while the official gold also annotates the title.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from preprocessing.bc5cdr import Document, build_rows, read_pubtator
+from preprocessing.errors import EXIT_BAD_DATA, EXIT_USAGE, PrepareError
 from preprocessing.prepare import doc_id_of, prepare
+from preprocessing.report import summary
 from preprocessing.task import DEFAULT_SYSTEM_PROMPT
 
 
@@ -86,3 +90,56 @@ def prepare_comparable(
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
     return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from preprocessing.prepare_command import add_split_options
+
+    parser.add_argument(
+        "--train",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PUBTATOR",
+        help="training PubTator file(s): train and validation come from them",
+    )
+    parser.add_argument(
+        "--test",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PUBTATOR",
+        help="held-out PubTator file(s): exactly their documents are the test "
+        "split; the rows go beside DIR (DIR.instructions.jsonl)",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    add_split_options(parser)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [path for path in [*args.train, *args.test] if not path.is_file()]
+    if missing:
+        print(f"error: PubTator file(s) not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        manifest = prepare_comparable(
+            args.train,
+            args.test,
+            args.out,
+            seed=args.seed,
+            system_prompt=args.system_prompt,
+            keep_none_relations=args.keep_none_relations,
+        )
+    except PrepareError as err:  # missing, unusable or bad input: the message says which
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except ValueError as err:  # malformed PubTator, a document on both sides
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(summary(manifest, args.out))
+    block = manifest["comparable"]
+    print(
+        f"comparable setting: {block['test_documents']} held-out documents are the test split; "
+        f"train + validation come from {block['train_documents']} training documents"
+    )
+    return 0

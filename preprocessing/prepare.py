@@ -29,11 +29,12 @@ from preprocessing.checks import sniff_encoding
 from preprocessing.errors import EncodingError, RejectedRowsError, TooLittleDataError
 from preprocessing.errors import MissingInputError as MissingInputError  # for callers
 from preprocessing.errors import PrepareError as PrepareError
+from preprocessing.files import sha256_bytes, sha256_file
 from preprocessing.findings import FINDING_KINDS, drop_none_relations, find_issues
 from preprocessing.paths import check_output, discard, publish, read_input, staging_dir
 from preprocessing.report import count_line, rejects_message, render_report
 from preprocessing.report import summary as summary  # the CLI's
-from preprocessing.split import sha256_hex, split_abstracts, split_fixed_test
+from preprocessing.split import split_abstracts, split_fixed_test
 from preprocessing.task import (
     DEFAULT_SYSTEM_PROMPT,
     TASKS,
@@ -71,7 +72,7 @@ class Row:
 def doc_id_of(abstract: str) -> str:
     """The abstract's id: sha256 of its text, whitespace runs collapsed so that trivially
     re-wrapped copies of one abstract still share an id (and a split)."""
-    return sha256_hex(" ".join(abstract.split()).encode("utf-8"))[:16]
+    return sha256_bytes(" ".join(abstract.split()).encode("utf-8"))[:16]
 
 
 def _abstract_key(prompt: str) -> str:
@@ -184,7 +185,7 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 
 def _write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
-    return sha256_hex(data)
+    return sha256_bytes(data)
 
 
 # ---- entry points ---------------------------------------------------------------------------
@@ -221,18 +222,7 @@ def prepare(
             drop_none_relations(row)
     repairs = [repair for row in rows for repair in row.repairs]
 
-    doc_tasks: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        doc_tasks[row.doc_id].add(row.task)
-    if test_doc_ids is None:
-        assignment = split_abstracts(doc_tasks, seed)
-        split_rule = "80/10/10 by abstract"
-    else:
-        assignment = split_fixed_test(doc_tasks, test_doc_ids, seed)
-        split_rule = "named test abstracts; the others 90/10 train/validation by abstract"
-    by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
-    for row in rows:
-        by_split[assignment[row.doc_id]].append(row)
+    by_split, doc_tasks, split_rule = _assign_splits(rows, seed, test_doc_ids)
     manifest = _manifest(input_path, data, rows, rejects, blank, by_split, doc_tasks)
     manifest.update(seed=seed, split=split_rule, system_prompt=system_prompt)
     manifest.update(keep_none_relations=keep_none_relations, repairs=len(repairs))
@@ -254,6 +244,25 @@ def prepare(
     finally:
         discard(staging)  # a no-op once published
     return manifest
+
+
+def _assign_splits(
+    rows: list[Row], seed: int, test_doc_ids: set[str] | None
+) -> tuple[dict[str, list[Row]], dict[str, set[str]], str]:
+    """(rows by split, task set of every abstract, the split rule in words)."""
+    doc_tasks: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        doc_tasks[row.doc_id].add(row.task)
+    if test_doc_ids is None:
+        assignment = split_abstracts(doc_tasks, seed)
+        split_rule = "80/10/10 by abstract"
+    else:
+        assignment = split_fixed_test(doc_tasks, test_doc_ids, seed)
+        split_rule = "named test abstracts; the others 90/10 train/validation by abstract"
+    by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    for row in rows:
+        by_split[assignment[row.doc_id]].append(row)
+    return by_split, doc_tasks, split_rule
 
 
 def _check_encoding(input_path: Path, data: bytes) -> None:
@@ -299,7 +308,7 @@ def _manifest(
     # Overlap is measured on the abstracts' text itself, not on the ids the split was made from.
     texts = {split: {_abstract_key(row.prompt) for row in by_split[split]} for split in SPLITS}
     return {
-        "input": {"path": input_path.as_posix(), "sha256": sha256_hex(data), "bytes": len(data)},
+        "input": {"path": input_path.as_posix(), "sha256": sha256_bytes(data), "bytes": len(data)},
         "seed": None,
         "split": None,
         "system_prompt": None,
@@ -372,7 +381,7 @@ def is_stale(
         recorded = manifest["input"]["sha256"]
     except (ValueError, KeyError, TypeError):
         return True
-    if not Path(input_path).is_file() or recorded != sha256_hex(Path(input_path).read_bytes()):
+    if not Path(input_path).is_file() or recorded != sha256_file(input_path):
         return True
     wanted = {
         "seed": seed,

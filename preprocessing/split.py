@@ -3,17 +3,13 @@ of the abstracts and the seed (sha256, no ``hash()``), so reruns are byte-identi
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from fractions import Fraction
 
+from preprocessing.files import sha256_bytes
 from preprocessing.task import TASKS
 
 EVAL_FRACTION = Fraction(1, 10)  # validation and test each; train gets the rest (80 %)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def split_abstracts(doc_tasks: dict[str, set[str]], seed: int) -> dict[str, str]:
@@ -25,7 +21,7 @@ def split_abstracts(doc_tasks: dict[str, set[str]], seed: int) -> dict[str, str]
     """
 
     def key(doc_id: str) -> str:
-        return sha256_hex(f"{seed}:{doc_id}".encode())
+        return sha256_bytes(f"{seed}:{doc_id}".encode())
 
     strata: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for doc_id, tasks in doc_tasks.items():

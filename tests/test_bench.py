@@ -273,7 +273,7 @@ def test_committed_benchmarks_doc_matches_the_committed_results():
 def test_validation_subset_points_only_the_eval_file_at_the_first_rows(tmp_path):
     import yaml
 
-    from bench.__main__ import validation_subset
+    from bench.steps import validation_subset
 
     processed = tmp_path / "processed"
     processed.mkdir()

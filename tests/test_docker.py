@@ -204,7 +204,7 @@ def test_docker_smoke_builds_the_image_then_runs_the_demo_in_it():
         capture_output=True,
         text=True,
     )
-    assert demo.stdout.strip() == "python3 -m training demo"
+    assert demo.stdout.strip() == "python3 -m eval demo"
     # ... and everything the demo reads is copied into it.
     from training.build_model import SAMPLE_DATA, TINY_ARCH
 

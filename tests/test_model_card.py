@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import FAKE_HF_TOKEN, REPO, closed_port, read_jsonl
 
-from eval.model_card import license_of, push_model_card, write_model_card
 from eval.score import score_rows
+from training.model_card import license_of, push_model_card, write_model_card
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +188,7 @@ def test_push_to_unreachable_hub_warns_and_hides_the_token(run):
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
     env.update(HF_TOKEN=FAKE_HF_TOKEN, HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
     result = subprocess.run(
-        [sys.executable, "-m", "eval.model_card", str(run), "--push"],
+        [sys.executable, "-m", "training", "card", str(run), "--push"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -150,7 +150,8 @@ def test_phi3_targets_its_fused_projections_and_keeps_kernels_off(family_dir):
 @pytest.mark.parametrize("recipe", GPU_RECIPES, ids=lambda p: p.stem)
 def test_gpu_recipe_on_two_gpus_uses_the_repo_zero2_config(recipe, family_dir, tmp_path):
     """What `make train GPUS=2` resolves to is still a valid Axolotl config."""
-    from training.train import ZERO2, axolotl_command, resolve_config
+    from training.config import ZERO2, resolve_config
+    from training.launch import axolotl_command
 
     resolved = resolve_config(
         yaml.safe_load(recipe.read_text()), tmp_path / "run", tmp_path / "processed", 2, None

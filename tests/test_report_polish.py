@@ -11,9 +11,9 @@ import pytest
 from conftest import read_jsonl
 
 from eval.compare import write_compare
-from eval.model_card import _metadata
 from eval.report import render_report, write_plot
 from eval.score import score_rows
+from training.model_card import card_metadata
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def predictions_of(rows: list[dict]) -> list[dict]:
 
 def test_card_says_text_generation_for_a_generative_adapter(test_rows):
     metrics = metrics_for(test_rows, predictions_of(test_rows))
-    meta = _metadata({"base_model": "org/model"}, {}, Path("runs/x"), metrics, None)
+    meta = card_metadata({"base_model": "org/model"}, {}, Path("runs/x"), metrics, None)
     assert meta["pipeline_tag"] == "text-generation"
     (result,) = meta["model-index"][0]["results"]
     assert result["task"]["type"] == "text-generation"

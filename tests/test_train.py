@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import FAKE_HF_TOKEN, PYTHON, REPO, SAMPLE, read_jsonl, run_cli
 
-from training.train import last_checkpoint
+from training.run_record import last_checkpoint
 
 
 def test_tiny_run_leaves_adapter_checkpoints_config_and_record(tiny_run, processed_sample):
@@ -85,7 +85,7 @@ def test_unreachable_hub_warns_trains_locally_and_leaks_no_token(tiny_run):
 
 
 def test_loss_history_covers_every_step(tiny_run):
-    from training.train import loss_history
+    from training.run_plots import loss_history
 
     history = loss_history(tiny_run)
     assert sorted(history["train"]) == [1, 2, 3, 4]
@@ -272,10 +272,11 @@ def test_bad_recipe_and_missing_data_fail_clearly(tmp_path):
 
 @pytest.mark.parametrize("item", ["max_steps", "=3"])
 def test_override_needs_key_equals_value(item):
-    from training.train import TrainError, _parse_override
+    from training.config import parse_override
+    from training.errors import TrainError
 
     with pytest.raises(TrainError, match="KEY=VALUE"):
-        _parse_override(item)
+        parse_override(item)
 
 
 class _RefusingHub(BaseHTTPRequestHandler):
@@ -402,7 +403,7 @@ def test_builder_errors_name_the_file_and_line(tmp_path):
 
 
 def test_wandb_only_with_wandb_project_and_offline_without_a_key(monkeypatch, tmp_path):
-    from training.train import resolve_config
+    from training.config import resolve_config
 
     recipe = yaml.safe_load((REPO / "recipes" / "tiny-cpu.yml").read_text())
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
@@ -428,6 +429,6 @@ def test_wandb_only_with_wandb_project_and_offline_without_a_key(monkeypatch, tm
     ],
 )
 def test_a_run_sees_only_the_gpus_it_was_given(gpus, current, expected):
-    from training.train import visible_devices
+    from training.launch import visible_devices
 
     assert visible_devices(gpus, current) == expected

@@ -33,7 +33,7 @@ def evaluations(run_dir: Path) -> list[dict]:
 def test_tiny_run_logs_f1_at_every_evaluation(tiny_run, processed_sample):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from training.train import loss_history
+    from training.run_plots import loss_history
 
     validation_rows = len(read_jsonl(processed_sample / "validation.jsonl"))
     logged = evaluations(tiny_run)

@@ -1,4 +1,4 @@
-"""Build a local random-init model and tokenizer from an architecture file.
+"""Build a random-init model with a published architecture and its real (or a trained) tokenizer.
 
 No weights can be downloaded where this project is tested, so tests, the demo and the GPU
 benchmark train models we build here:
@@ -21,15 +21,17 @@ only, so it is byte-identical on every machine.
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from preprocessing.files import REPO, repo_relative, sha256_file
+
 ARCH_DIR = REPO / "models" / "architectures"
 BUILT_DIR = REPO / "models" / "built"
 TINY_ARCH = ARCH_DIR / "tiny-llama.json"
@@ -205,15 +207,9 @@ def build_model(arch: dict[str, Any], tokenizer, seed: int = SEED, device: str |
     return model
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _data_record(path: Path) -> dict[str, str]:
     """Path (repo-relative where possible, so the record is the same on every machine) + hash."""
-    resolved = path.resolve()
-    shown = resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved
-    return {"path": shown.as_posix(), "sha256": _sha256(path)}
+    return {"path": repo_relative(path), "sha256": sha256_file(path)}
 
 
 def build(
@@ -246,7 +242,7 @@ def build(
     n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     record = {
         "architecture": arch["name"],
-        "architecture_sha256": _sha256(Path(arch["path"])),
+        "architecture_sha256": sha256_file(Path(arch["path"])),
         "hf_id": arch.get("hf_id"),
         "random_init": True,
         "seed": seed,
@@ -291,6 +287,42 @@ def build_tiny(out: str | Path = TINY_OUT, force: bool = False) -> Path:
         same_data = SAMPLE_DATA.is_file() and built.get("tokenizer_data") == [
             _data_record(SAMPLE_DATA)
         ]
-        if same_data and built.get("architecture_sha256") == _sha256(TINY_ARCH):
+        if same_data and built.get("architecture_sha256") == sha256_file(TINY_ARCH):
             return out
     return build(TINY_ARCH, out, data=[SAMPLE_DATA], seed=SEED, device="cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", required=True, metavar="JSON", help="architecture file or name")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="default models/built/<name>")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="JSONL to train a tokenizer on / measure characters per token on "
+        "(default: data/sample/sample_instruct.jsonl)",
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, help="train a tokenizer of this vocab (default: from the JSON)"
+    )
+    parser.add_argument(
+        "--trained-tokenizer",
+        action="store_true",
+        help="train a tokenizer even where the family's real one is installed",
+    )
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--device", help="where to initialise weights (default: cuda if present)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        out = build(
+            args.arch, args.out, args.data, args.vocab_size, args.seed, args.device,
+            trained_tokenizer=args.trained_tokenizer,
+        )  # fmt: skip
+    except BuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"random-init model + tokenizer: {out} (details: {out / 'build.json'})")
+    return 0

@@ -52,3 +52,8 @@ class Console:
             self.out.write("\n")
             self.bar_open = False
         self.out.flush()
+
+
+def say(message: str) -> None:
+    """One of the launcher's own `[train]` lines on the console."""
+    print(f"[train] {message}", flush=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from preprocessing.files import REPO, FileFormatError, load_yaml
 
 # Keys changed in the config handed to axolotl's merge, and why.
 MERGE_OVERRIDES: dict[str, Any] = {
@@ -79,7 +79,10 @@ def merge_config(run_dir: Path, nf4_roundtrip: bool = True) -> dict[str, Any]:
     path = run_dir / "config.yml"
     if not path.is_file():
         raise MergeError(f"{path}: missing; is {run_dir} a run directory?")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        config = load_yaml(path)
+    except FileFormatError as error:
+        raise MergeError(str(error)) from None
     if not config.get("base_model"):
         raise MergeError(f"{path}: no base_model")
     if config.get("adapter") not in ("lora", "qlora"):
@@ -163,7 +166,6 @@ def merge(run_dir: str | Path, nf4_roundtrip: bool = True) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The merge command's arguments (also for `python -m training merge`'s subparser)."""
     parser.add_argument(
         "run_dir", metavar="RUN", type=Path, help="run directory (runs/<recipe>-<timestamp>)"
     )
@@ -175,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         merged = merge(args.run_dir, args.nf4_roundtrip)
     except MergeError as error:
@@ -183,17 +185,3 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     print(f"merged model (loads with transformers alone): {merged}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training merge",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

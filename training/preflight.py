@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.build_model import REPO
+from preprocessing.files import REPO
+from training.recipes import TINY_RECIPE
 
 # The recipe's GPU memory peak (GiB, reserved by torch) measured by `make bench-recipes` on an
 # H100 (bench/results/recipe-<name>.json: train.timing.peak_reserved_gib), and for llama3b-qlora
@@ -182,7 +183,7 @@ def gpu_problems(config: dict[str, Any], recipe: str, gpus: int, machine: Machin
     needs = f"{recipe} needs a CUDA GPU ({', '.join(reasons)})"
     if not machine.gpus:
         return [
-            f"{needs} and there is none: {machine.why_none}. On CPU use RECIPE=tiny-cpu "
+            f"{needs} and there is none: {machine.why_none}. On CPU use RECIPE={TINY_RECIPE} "
             "(or `make demo`); for this recipe use a machine with an NVIDIA GPU "
             "(`make docker-train` runs it in the project's image)"
         ]

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.build_model import REPO
+from preprocessing.files import REPO, read_jsonl
 from training.preflight import PreflightError
 
 SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token")
@@ -53,8 +53,8 @@ def apply_recipe_template(config: dict[str, Any], tokenizer: Any) -> None:
 
 
 def read_chats(path: Path) -> list[list[dict[str, str]]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line)["messages"] for line in handle if line.strip()]
+    """The chat of every row of a processed split."""
+    return [row["messages"] for _, row in read_jsonl(path)]
 
 
 def row_lengths(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[int]:
