@@ -84,6 +84,27 @@ def choose_engine(model: Any, requested: str = "auto", longest: int = 0) -> tupl
     return "fast", f"auto: {model_type} model"
 
 
+def _decode_with(
+    engine: str, model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int,
+    stops: list[int], batch_size: int | None, progress: bool, keep_state: bool,
+    max_cache_gib: float | None, **hf_options: Any,
+) -> tuple[list[list[int]], dict[str, Any]]:  # fmt: skip
+    """The chosen engine's (token ids per prompt, stats)."""
+    if engine == "fast":
+        from inference.fast_decode import fast_generate
+
+        # A model in training keeps no KV cache between calls: training needs the memory.
+        return fast_generate(
+            model, prompts, max_new_tokens, stops, batch_size, progress,
+            keep_state=keep_state, max_cache_gib=max_cache_gib,
+        )  # fmt: skip
+    from inference.hf_rounds import generate_in_rounds
+
+    return generate_in_rounds(
+        model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress, **hf_options
+    )
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -117,21 +138,10 @@ def generate_greedy(
     started = time.perf_counter()
     try:
         with torch.inference_mode():
-            if chosen == "fast":
-                from inference.fast_decode import fast_generate
-
-                # A model in training keeps no KV cache between calls: training needs the memory.
-                tokens, stats = fast_generate(
-                    model, prompts, max_new_tokens, stops, batch_size, progress,
-                    keep_state=not was_training, max_cache_gib=max_cache_gib,
-                )  # fmt: skip
-            else:
-                from inference.hf_rounds import generate_in_rounds
-
-                tokens, stats = generate_in_rounds(
-                    model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress,
-                    **hf_options,
-                )  # fmt: skip
+            tokens, stats = _decode_with(
+                chosen, model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress,
+                keep_state=not was_training, max_cache_gib=max_cache_gib, **hf_options,
+            )  # fmt: skip
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - started

@@ -118,10 +118,8 @@ def generate_in_rounds(
     stop_set = set(stops)
     generated: list[list[int]] = [[] for _ in prompts]
     pending = list(range(len(prompts)))
-    rounds = []
-    started = time.perf_counter()
-    bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
-    with bar:
+    rounds, started = [], time.perf_counter()
+    with tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress) as bar:
         for budget in round_budgets(max_new_tokens, first_round_tokens):
             if not pending:
                 break
