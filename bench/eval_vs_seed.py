@@ -65,7 +65,7 @@ def reusable_eval(
     return previous if same else None
 
 
-OURS_KEYS = ("backend", "backend_reason", "device", "dtype", "batch_size", "rounds",
+OURS_KEYS = ("backend", "backend_reason", "engine", "device", "dtype", "batch_size", "rounds",
              "rows_evaluated", "rows_in_split", "max_new_tokens", "hit_max_new_tokens",
              "timing")  # fmt: skip
 NOTE = (
@@ -99,13 +99,14 @@ def _ours(
     if ours is not None:
         created = ours.get("created")
         run.commands.append(f"# reused {repo_relative(metrics_path)} (created {created})")
-        return {k: ours.get(k) for k in OURS_KEYS}, True
+        return {k: ours.get(k) for k in OURS_KEYS} | {"command_seconds": None}, True
     command = py("eval", "generate", "--run", repo_relative(run_dir), "--max-new-tokens", max_new)
     if args.limit:
         command += ["--limit", str(args.limit)]
-    run(command)
+    # What `make eval RUN=...` runs, timed from the interpreter's start to its exit.
+    seconds = run(command)
     ours = json.loads(metrics_path.read_text("utf-8"))
-    return {k: ours.get(k) for k in OURS_KEYS}, False
+    return {k: ours.get(k) for k in OURS_KEYS} | {"command_seconds": round(seconds, 1)}, False
 
 
 def _split_seconds(seed: dict[str, Any], ours: dict[str, Any]) -> tuple[float, float]:
@@ -117,6 +118,20 @@ def _split_seconds(seed: dict[str, Any], ours: dict[str, Any]) -> tuple[float, f
         ours["timing"]["load_seconds"] + ours["timing"]["seconds"] * rows / ours["rows_evaluated"]
     )
     return round(seed_s, 1), round(ours_s, 1)
+
+
+def _targets(ours: dict[str, Any], speedup: float | None) -> dict[str, Any]:
+    """The whole command to its exit, the decoding rate, and the ratio to the seed loop."""
+    command_s = ours.get("command_seconds")
+    rate = (ours.get("timing") or {}).get("tokens_per_second")
+    return {
+        "command_at_most_s": TARGETS["eval_command_s"],
+        "command_met": command_s is not None and command_s <= TARGETS["eval_command_s"],
+        "decode_tokens_per_s_at_least": TARGETS["eval_decode_tokens_per_s"],
+        "decode_met": rate is not None and rate >= TARGETS["eval_decode_tokens_per_s"],
+        "speedup_at_least": TARGETS["eval_speedup"],
+        "speedup_met": (speedup or 0) >= TARGETS["eval_speedup"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,16 +155,11 @@ def run(args: argparse.Namespace) -> int:
         "ours_split_seconds": ours_split_s,
         "ours_split_projected": ours["rows_evaluated"] < split_rows,
         "ours_reused": reused, "speedup": speedup, "note": NOTE,
-        "targets": {
-            "split_at_most_s": TARGETS["eval_300_rows_s"],
-            "split_met": ours_split_s <= TARGETS["eval_300_rows_s"],
-            "speedup_at_least": TARGETS["eval_speedup"],
-            "speedup_met": (speedup or 0) >= TARGETS["eval_speedup"],
-        },
+        "targets": _targets(ours, speedup),
     }  # fmt: skip
     write_result("eval", result, results, args.out_dir)
     print(
         f"test split ({split_rows} rows): seed loop {seed_split_s} s, ours {ours_split_s} s: "
-        f"{speedup}x"
+        f"{speedup}x; our command {ours.get('command_seconds')} s to its exit"
     )
     return 0

@@ -30,7 +30,9 @@ SMOKE = {
 TARGETS = {
     "train_speedup": 7.0,
     "train_3_epochs_s": 240.0,
-    "eval_300_rows_s": 60.0,
+    "eval_300_rows_s": 60.0,  # the earlier, looser target, still shown beside the split time
+    "eval_command_s": 20.0,  # `make eval` on the 300-row split, typing to exit (one H200)
+    "eval_decode_tokens_per_s": 5000.0,  # generated tokens per second of decoding
     "eval_speedup": 10.0,
     "scaling_2_gpus": 1.7,
 }

@@ -130,7 +130,7 @@ def eval_section(path: Path) -> str:
     head = ["", "seed loop (bench/seed_eval.py)", "ours (`eval generate`)", "ours / seed"]
     rows = [
         ["decoding", "sampling, temperature 0.1, one row at a time",
-         f"greedy, {ours.get('backend')}, {decoding_rounds(ours)}", ""],
+         f"greedy, {engine_line(ours)}", ""],
         ["rows generated", f"{seed['rows_generated']} of {seed['rows_in_split']}",
          f"{ours['rows_evaluated']} of {ours['rows_in_split']}", ""],
         ["max_new_tokens (rows that hit it)",
@@ -146,11 +146,14 @@ def eval_section(path: Path) -> str:
          num(ot["tokens_per_second"]), ""],
         ["seconds measured", f"{num(st['seconds'])} generating + {num(st['load_seconds'])} "
          "loading", ours_seconds(ot), ""],
+        ["our command, start to exit", "", f"{num(ours.get('command_seconds'))} s", ""],
     ]  # fmt: skip
     targets = data.get("targets", {})
     target_lines = [
-        f"- whole split ≤ {num(targets.get('split_at_most_s'), 0)} s: "
-        f"{met(targets.get('split_met'))}",
+        f"- `make eval` from typing to exit ≤ {num(targets.get('command_at_most_s'), 0)} s: "
+        f"{met(targets.get('command_met'))}",
+        f"- decoding ≥ {num(targets.get('decode_tokens_per_s_at_least'), 0)} generated tokens/s: "
+        f"{met(targets.get('decode_met'))}",
         f"- ≥ {targets.get('speedup_at_least')}× the seed loop: {met(targets.get('speedup_met'))}",
     ]
     reused = (
@@ -167,6 +170,18 @@ def eval_section(path: Path) -> str:
         "Targets:\n\n" + "\n".join(target_lines),
         model_line=model_summary(data.get("model")) + f" Run: `{data.get('run')}`.",
     )
+
+
+def engine_line(ours: dict[str, Any]) -> str:
+    """How our side decoded: the fast engine's waves and graphs, or HF generate's rounds."""
+    engine = ours.get("engine") if isinstance(ours.get("engine"), dict) else {}
+    if engine.get("engine") == "fast":
+        waves = engine.get("waves") or []
+        return (
+            f"fast engine ({engine.get('graphs')}; {len(waves)} wave(s), prefill "
+            f"{num(engine.get('prefill_seconds'))} s, {engine.get('decode_steps')} decode steps)"
+        )
+    return f"{ours.get('backend')}, {decoding_rounds(ours)}"
 
 
 def total_steps(train: dict[str, Any]) -> int | None:
