@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from inference.__main__ import COMMANDS, available
+from inference.__main__ import COMMANDS
 from preprocessing.bc5cdr import read_pubtator
 from preprocessing.cli import run_commands
 
@@ -29,7 +29,7 @@ FIRST = '{"id": "a", "text": "One."}\n'  # a good first line before the bad one
 def extract(*args: object) -> int:
     """`python -m inference extract ARGS` in this process."""
     argv = ["extract", *map(str, args), "--max-new-tokens", NEW_TOKENS]
-    return run_commands("python -m inference", None, available(COMMANDS), argv)
+    return run_commands("python -m inference", None, COMMANDS, argv)
 
 
 def lines_of(path: Path) -> list[dict]:
