@@ -10,7 +10,7 @@ import sys
 
 from preprocessing.cli import run_commands
 
-COMMANDS = {"extract": "inference.corpus", "serve": "inference.serve"}
+COMMANDS = {"extract": "inference.corpus", "serve": "inference.serve_command"}
 
 if __name__ == "__main__":
     sys.exit(run_commands("python -m inference", __doc__, COMMANDS))

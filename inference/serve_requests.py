@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+API_KEY_VARIABLE = "SERVE_API_KEY"
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 16  # per request
+    max_chars: int = 20_000  # per text; a PubMed abstract is ~1,500-3,000 characters
+    batch_window_ms: float = 15.0  # a batch closes when no request came for this long
+    max_batch_texts: int = 32  # texts decoded in one extract call (x3 prompts)
+    read_timeout_s: float = 10.0  # for the whole request body, however it trickles in
+    head_timeout_s: float = 10.0  # for the request line and headers
+    max_connections: int = 64
+    api_key: str | None = field(default=None, repr=False)  # never printed with the settings
+    info: tuple[tuple[str, Any], ...] = ()  # run, model, adapter: shown by /health
+
 
 # Not an HTTP status a client ever sees: the client left; it only names the case in the log.
 CLIENT_CLOSED = 499

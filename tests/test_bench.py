@@ -187,6 +187,7 @@ def test_our_side_goes_through_the_launcher_with_only_model_steps_and_plugin_cha
     # The recipe's own plugins, then the timing plugin appended.
     assert config["max_steps"] == 3 and config["plugins"] == [
         "training.axolotl_plugin.RunPlugin",
+        "eval.training_f1.TrainingF1Plugin",
         "bench.axolotl_plugin.BenchTimingPlugin",
     ]
     assert ours["timing"]["examples"] == 2 * 4 * 4  # tiny-cpu: micro-batch 4 x accumulation 4
