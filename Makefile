@@ -48,7 +48,7 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: help setup data data-comparable build-bc5cdr tiny-model train demo eval eval-base \
         bc5cdr-eval compare merge extract extract-corpus serve test lint docker-build docker-smoke docker-train \
         bench-run bench-train bench-eval bench-recipes \
-        bench-scaling bench-profile bench-profile-generate bench-decoding bench-table sample-data \
+        bench-scaling bench-profile bench-profile-generate bench-decoding bench-levers bench-table sample-data \
         clean
 
 help:  ## list the targets
@@ -164,6 +164,9 @@ bench-profile-generate: $(SETUP)  ## GPU: our eval's decoding steps at batch 1 a
 
 bench-decoding: $(SETUP)  ## GPU: our eval's decoding strategies side by side on the test split
 	$(PYTHON) -m bench decoding $(BENCH_ARGS)
+
+bench-levers: $(SETUP)  ## GPU: RECIPE's speed levers side by side (LEVERS='--lever NAME KEY=VALUE ...')
+	$(PYTHON) -m bench levers --recipe $(RECIPE) $(BENCH_ARGS) $(LEVERS)
 
 bench-table: $(SETUP)  ## render docs/benchmarks.md from bench/results/*.json
 	$(PYTHON) -m bench table
