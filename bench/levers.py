@@ -13,35 +13,24 @@ A lever that fails is recorded as failed; the others still run.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    PLUGIN,
     BenchError,
-    Runner,
     ensure_model,
     ensure_processed,
     environment,
     model_info,
-    new_run_dirs,
     read_recipe,
-    runs_of,
     write_result,
 )
-from bench.metrics import merge_ranks
-from preprocessing.files import REPO, read_json, repo_relative
+from bench.options import add_common_options, failure, setup
+from bench.steps import train_ours
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", default="llama3b-qlora")
-    parser.add_argument("--data", type=Path, default=Path("data/both_rel_instruct_all.jsonl"))
-    parser.add_argument("--processed", type=Path, default=Path("data/processed"))
-    parser.add_argument("--random-init", action="store_true", help="random-init architecture build")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps (5)")
-    parser.add_argument("--steps", type=int, default=25, help="timed optimizer steps (25)")
+    add_common_options(parser, warmup=5, steps=20)
     parser.add_argument(
         "--lever",
         nargs="+",
@@ -50,61 +39,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("NAME", "KEY=VALUE"),
         help="a named lever and its recipe overrides (repeatable)",
     )
-    parser.add_argument("--out-dir", type=Path, help="also copy results + log here")
 
 
-def _one(run: Runner, args: argparse.Namespace, model: str, overrides: list[str]) -> dict:
-    recipe_path, config = read_recipe(args.recipe)
-    plugins = [*(config.get("plugins") or []), PLUGIN]
-    before = runs_of(args.recipe)
-    cmd = [sys.executable, "-m", "training", "train", args.recipe, "--data", str(args.data),
-           "--processed", str(args.processed), "--max-steps", str(args.warmup + args.steps),
-           "--base-model", model, "--override", f"plugins={json.dumps(plugins)}"]  # fmt: skip
-    for item in overrides:
-        cmd += ["--override", item]
-    seconds = run(cmd, env={"BENCH_WARMUP_STEPS": str(args.warmup)})
-    created = new_run_dirs(args.recipe, before)
-    if len(created) != 1:
-        raise BenchError(f"expected one new run directory of {args.recipe}, found {created}")
-    records = [read_json(p) for p in sorted(created[0].glob("bench_timing.rank*.json"))]
-    if not records or None in records:
-        raise BenchError(f"{created[0]}: no bench_timing.rank*.json (did the plugin load?)")
-    window = merge_ranks(records)
-    timing = records[0]
-    return {
-        "overrides": overrides,
-        "run_dir": repo_relative(created[0]),
-        "command_seconds": round(seconds, 1),
-        "kernels": timing.get("kernels"),
-        **window,
+def _lever(ours: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    timing = ours["timing"]
+    keys = ("real_tokens_per_s", "seconds_per_step", "peak_memory_gib", "losses")
+    return {"overrides": overrides, "run_dir": ours["run_dir"], "kernels": ours["kernels"]} | {
+        key: timing.get(key) for key in keys
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    name = f"levers-{Path(args.recipe).stem}"
-    logs = [REPO / "bench" / "work" / "logs" / f"{name}.log"]
-    if args.out_dir:
-        logs.append(args.out_dir / f"{name}.log")
-    runner = Runner(*logs)
-    _, config = read_recipe(args.recipe)
+    runner, results_dir = setup(args, "levers")  # fills in --recipe and the other defaults
     ensure_processed(args.data, args.processed)
+    _, config = read_recipe(args.recipe)
     model = ensure_model(runner, config, args.processed, args.random_init)
-    levers = [["recipe"], *args.lever]
     results: dict[str, Any] = {}
-    for name_and_overrides in levers:
-        lever, overrides = name_and_overrides[0], name_and_overrides[1:]
+    for name, *overrides in [["recipe"], *args.lever]:
         try:
-            results[lever] = _one(runner, args, model, overrides)
+            ours = train_ours(runner, args, args.recipe, config, model, extra_overrides=overrides)
+            results[name] = _lever(ours, overrides)
         except BenchError as error:
-            results[lever] = {"overrides": overrides, "failed": str(error).splitlines()[0]}
-        speed = results[lever].get("real_tokens_per_s", "failed")
-        print(f"[levers] {lever}: {speed} real tokens/s", flush=True)
+            results[name] = {"overrides": overrides, **failure(runner, name, error)}
+        print(f"[levers] {name}: {results[name].get('real_tokens_per_s', 'failed')} real tokens/s")
     base = results["recipe"].get("real_tokens_per_s")
     for result in results.values():
         if base and result.get("real_tokens_per_s"):
             result["speed_vs_recipe"] = round(result["real_tokens_per_s"] / base, 3)
     data = {
         "benchmark": "levers",
+        "smoke": args.smoke,
         **environment(),
         "recipe": args.recipe,
         "model": model_info(model),
@@ -113,11 +77,5 @@ def run(args: argparse.Namespace) -> int:
         "commands": runner.commands,
         "levers": results,
     }
-    write_result(name, data, REPO / "bench" / "results", args.out_dir)
+    write_result(f"levers-{Path(args.recipe).stem}", data, results_dir, args.out_dir)
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.levers", description=__doc__)
-    add_arguments(parser)
-    raise SystemExit(run(parser.parse_args()))

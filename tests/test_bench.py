@@ -342,6 +342,21 @@ def test_profile_smoke_profiles_steps_of_the_real_launcher_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_levers_smoke_trains_each_lever_with_its_overrides(tmp_path):
+    subprocess.run([sys.executable, "-m", "bench", "levers", "--smoke", "--warmup", "1",
+                    "--steps", "1", "--lever", "no-dropout", "lora_dropout=0",
+                    "--out-dir", str(tmp_path)], cwd=REPO, env=ENV, check=True)  # fmt: skip
+    levers = json.loads((tmp_path / "levers-tiny-cpu.json").read_text())["levers"]
+    assert list(levers) == ["recipe", "no-dropout"]
+    assert levers["no-dropout"]["overrides"] == ["lora_dropout=0"]
+    for lever in levers.values():
+        assert lever["real_tokens_per_s"] > 0 and lever["speed_vs_recipe"] > 0
+    # Each lever is its own real run; only the lever's own keys differ between them.
+    configs = [(REPO / lever["run_dir"] / "config.yml").read_text() for lever in levers.values()]
+    assert "lora_dropout: 0.05" in configs[0] and "lora_dropout: 0\n" in configs[1]
+
+
+@pytest.mark.slow
 def test_profile_generate_smoke_times_decoding_steps_per_batch_size(smoke_train, tmp_path):
     result = _bench("profile-generate", "--run", smoke_train["ours"]["run_dir"], out=tmp_path)
     batches = result["batches"]
