@@ -6,7 +6,7 @@
     POST /extract  {"text": "..."} or {"texts": ["...", ...]}  (Content-Type: application/json)
                    -> 200 {"results": [{"chemicals", "diseases", "relations", "format_errors"}]}
     GET  /health   -> 200 {"status": "ok", "ready": true, "run", "model", "adapter",
-                           "queue_depth", "decoding", "batches"}
+                           "queue_depth", "decoding", "batches", "clients_left"}
 
 Requests that arrive together (until none has come for --batch-window-ms; up to
 --max-batch-texts texts) are decoded in ONE extract call on one worker thread and the answers
@@ -37,7 +37,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from inference.serve_batching import Batcher
-from inference.serve_requests import ApiError, Settings, read_texts, request_model
+from inference.serve_requests import (
+    CLIENT_CLOSED,
+    ApiError,
+    Settings,
+    read_texts,
+    request_model,
+)
 
 log = logging.getLogger("inference.serve")
 
@@ -97,6 +103,7 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
 
     batcher = Batcher(extractor, settings.batch_window_ms / 1000, settings.max_batch_texts)
     model = request_model(settings.max_texts, settings.max_chars)
+    clients_left: list[float] = []  # when each client that left before its answer went (/health)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -123,6 +130,7 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
             "queue_depth": batcher.queued_texts,
             "decoding": batcher.decoding_texts,
             "batches": batcher.batches_decoded,
+            "clients_left": len(clients_left),
         }
 
     schema = model.model_json_schema()
@@ -136,6 +144,9 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
             texts = await read_texts(request, model, settings)
             await check_prompt_lengths(extractor, texts)
         except ApiError as error:
+            if error.status == CLIENT_CLOSED:  # gone before its body was read: the same case
+                clients_left.append(time.time())
+                log.info("client left before its answer (%s)", error.message)
             return error_response(error.status, error.message, close=True)
         try:
             results = await batcher.submit(texts)
@@ -144,8 +155,9 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
             return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "extraction failed")
         if await request.is_disconnected():
             # Nothing can be sent; 499 (client closed request) is for the access log line.
+            clients_left.append(time.time())
             log.info("client left before its answer (%d text(s)); answer dropped", len(texts))
-            return error_response(499, "client closed the connection")
+            return error_response(CLIENT_CLOSED, "client closed the connection")
         return {"results": results}
 
     app.add_middleware(AccessLog)
