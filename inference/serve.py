@@ -98,12 +98,8 @@ def check_api_key(authorization: str | None, key: str | None) -> None:
         raise ApiError(HTTPStatus.UNAUTHORIZED, 'send the API key as "Authorization: Bearer <key>"')
 
 
-def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
-    """The FastAPI application serving `extractor` under `settings`' limits."""
-
-    batcher = Batcher(extractor, settings.batch_window_ms / 1000, settings.max_batch_texts)
-    model = request_model(settings.max_texts, settings.max_chars)
-    clients_left: list[float] = []  # when each client that left before its answer went (/health)
+def batcher_lifespan(batcher: Batcher) -> Callable:
+    """The app's lifespan: the batcher's decode thread runs while the app does."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -113,25 +109,43 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
         finally:
             await batcher.stop()
 
+    return lifespan
+
+
+def health_body(batcher: Batcher, settings: Settings) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "ready": batcher.running,
+        **dict(settings.info),
+        "queue_depth": batcher.queued_texts,
+        "decoding": batcher.decoding_texts,
+        "batches": batcher.batches_decoded,
+    }
+
+
+def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
+    """The FastAPI application serving `extractor` under `settings`' limits."""
+
+    batcher = Batcher(extractor, settings.batch_window_ms / 1000, settings.max_batch_texts)
+    model = request_model(settings.max_texts, settings.max_chars)
+    clients_left: list[str] = []  # why each client that left before its answer went (/health)
+
+    def client_left(why: str) -> JSONResponse:
+        clients_left.append(why)
+        log.info("client left before its answer (%s); answer dropped", why)
+        return error_response(CLIENT_CLOSED, "client closed the connection")
+
     app = FastAPI(
         title="cdr-finetune extraction service",
         description=(__doc__ or "").strip().splitlines()[0],
-        lifespan=lifespan,
+        lifespan=batcher_lifespan(batcher),
     )
     app.add_exception_handler(HTTPException, routing_error)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is loaded; answers while a batch decodes."""
-        return {
-            "status": "ok",
-            "ready": batcher.running,
-            **dict(settings.info),
-            "queue_depth": batcher.queued_texts,
-            "decoding": batcher.decoding_texts,
-            "batches": batcher.batches_decoded,
-            "clients_left": len(clients_left),
-        }
+        return health_body(batcher, settings) | {"clients_left": len(clients_left)}
 
     schema = model.model_json_schema()
     body_doc = {"required": True, "content": {"application/json": {"schema": schema}}}
@@ -145,19 +159,15 @@ def create_app(extractor: TextExtractor, settings: Settings) -> FastAPI:
             await check_prompt_lengths(extractor, texts)
         except ApiError as error:
             if error.status == CLIENT_CLOSED:  # gone before its body was read: the same case
-                clients_left.append(time.time())
-                log.info("client left before its answer (%s)", error.message)
+                return client_left(error.message)
             return error_response(error.status, error.message, close=True)
         try:
             results = await batcher.submit(texts)
         except Exception as error:  # noqa: BLE001 - one failed batch must not stop the service
             log.error("extraction failed: %s: %s", type(error).__name__, error)
             return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "extraction failed")
-        if await request.is_disconnected():
-            # Nothing can be sent; 499 (client closed request) is for the access log line.
-            clients_left.append(time.time())
-            log.info("client left before its answer (%d text(s)); answer dropped", len(texts))
-            return error_response(CLIENT_CLOSED, "client closed the connection")
+        if await request.is_disconnected():  # nothing can be sent; 499 is for the access log
+            return client_left(f"{len(texts)} text(s) decoded")
         return {"results": results}
 
     app.add_middleware(AccessLog)
