@@ -173,12 +173,14 @@ def eval_section(path: Path) -> str:
 
 
 def engine_line(ours: dict[str, Any]) -> str:
-    """How our side decoded: the fast engine's waves and graphs, or HF generate's rounds."""
+    """How our side decoded: the fast engine's batch and graphs, or HF generate's rounds."""
     engine = ours.get("engine") if isinstance(ours.get("engine"), dict) else {}
     if engine.get("engine") == "fast":
-        waves = engine.get("waves") or []
+        # Results from before continuous batching say rows_per_wave and waves.
+        rows = engine.get("rows_in_flight") or engine.get("rows_per_wave")
+        prefills = len(engine.get("admissions") or engine.get("waves") or [])
         return (
-            f"fast engine ({engine.get('graphs')}; {len(waves)} wave(s), prefill "
+            f"fast engine ({engine.get('graphs')}; {rows} rows in flight, {prefills} prefill(s) "
             f"{num(engine.get('prefill_seconds'))} s, {engine.get('decode_steps')} decode steps)"
         )
     return f"{ours.get('backend')}, {decoding_rounds(ours)}"

@@ -18,6 +18,7 @@ training mode (put in eval mode while decoding, then restored).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,22 +88,25 @@ def choose_engine(model: Any, requested: str = "auto", longest: int = 0) -> tupl
 def _decode_with(
     engine: str, model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int,
     stops: list[int], batch_size: int | None, progress: bool, keep_state: bool,
-    max_cache_gib: float | None, **hf_options: Any,
+    max_cache_gib: float | None, on_done: Any, **hf_options: Any,
 ) -> tuple[list[list[int]], dict[str, Any]]:  # fmt: skip
-    """The chosen engine's (token ids per prompt, stats)."""
+    """The chosen engine's (token ids per prompt, stats); on_done(index, tokens) as rows finish
+    (the fast engine: during decoding; hf: all at the end)."""
     if engine == "fast":
         from inference.fast_decode import fast_generate
 
-        # A model in training keeps no KV cache between calls: training needs the memory.
         return fast_generate(
             model, prompts, max_new_tokens, stops, batch_size, progress,
-            keep_state=keep_state, max_cache_gib=max_cache_gib,
+            keep_state=keep_state, max_cache_gib=max_cache_gib, on_done=on_done,
         )  # fmt: skip
     from inference.hf_rounds import generate_in_rounds
 
-    return generate_in_rounds(
+    tokens, stats = generate_in_rounds(
         model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress, **hf_options
     )
+    for index, row in enumerate(tokens if on_done else []):
+        on_done(index, row)
+    return tokens, stats
 
 
 def generate_greedy(
@@ -115,6 +119,8 @@ def generate_greedy(
     progress: bool = False,
     engine: str = "auto",
     max_cache_gib: float | None = None,
+    keep_state: bool | None = None,
+    on_done: Callable[[int, Generation], None] | None = None,
     **hf_options: Any,
 ) -> tuple[list[Generation], dict[str, Any]]:
     """(one Generation per prompt in input order, stats).
@@ -123,9 +129,15 @@ def generate_greedy(
     batch_size: rows decoded together (None: sized from free GPU memory; 8 rows per generate call
     on CPU for hf, every row at once for fast). progress: a tqdm bar on stderr. hf_options:
     `first_round_tokens`, `kv_cache` of the hf engine (inference.hf_rounds). max_cache_gib: a cap
-    on the fast engine's KV cache (more rows then go in more waves), for decoding beside training.
+    on the fast engine's KV cache (fewer rows in flight), for decoding beside training.
+    keep_state: whether the fast engine keeps its KV cache and CUDA graphs for the next call
+    (default: unless the model is in training mode; a training loop passes False: between its
+    evaluations the memory belongs to training).
+    on_done(index, generation): called as each prompt's answer is finished, for callers that
+    write results as they come (the fast engine finishes rows while others still decode).
     stats: engine, engine_reason, seconds, prefill_seconds, decode_seconds, decode_steps,
-    generated_tokens, tokens_per_second, plus the engine's own (rounds; waves, buckets, graphs).
+    generated_tokens, tokens_per_second, plus the engine's own (hf: rounds; fast: rows in flight,
+    admissions, buckets, graphs).
     """
     import torch
 
@@ -133,6 +145,13 @@ def generate_greedy(
         raise ValueError("max_new_tokens must be at least 1")
     longest = max(map(len, prompts), default=0) + max_new_tokens
     chosen, why = choose_engine(model, engine, longest)
+    stop_set = set(stops)
+    report = None
+    if on_done is not None:
+
+        def report(index: int, row: list[int]) -> None:
+            on_done(index, finish(row, stop_set, tokenizer))
+
     was_training = model.training
     model.eval()  # no dropout while decoding, whatever the caller (a training loop) had set
     started = time.perf_counter()
@@ -140,12 +159,12 @@ def generate_greedy(
         with torch.inference_mode():
             tokens, stats = _decode_with(
                 chosen, model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress,
-                keep_state=not was_training, max_cache_gib=max_cache_gib, **hf_options,
+                keep_state=not was_training if keep_state is None else keep_state,
+                max_cache_gib=max_cache_gib, on_done=report, **hf_options,
             )  # fmt: skip
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - started
-    stop_set = set(stops)
     generations = [finish(row, stop_set, tokenizer) for row in tokens]
     generated = sum(g.new_tokens for g in generations)
     return generations, {

@@ -11,6 +11,7 @@ one greedy decode (inference.decode), and the answers are parsed with the shared
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,12 @@ class Extractor:
         """The longest of the three task prompts for this text, in tokens."""
         return max(map(len, self.prompts([text])))
 
-    def extract(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Chemicals, diseases, relations and format errors for each text, in input order."""
+    def extract(
+        self, texts: list[str], on_result: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Chemicals, diseases, relations and format errors for each text, in input order.
+        on_result(index, result), if given, is called as each text's three answers are done
+        (in the order they finish), so a caller can write results while others decode."""
         for number, text in enumerate(texts, start=1):
             if not isinstance(text, str) or not text.strip():
                 raise RunError(f"text {number}: expected a non-empty string")
@@ -128,10 +133,18 @@ class Extractor:
                     f"text {number}: its prompt is {longest} tokens; at most "
                     f"{self.max_prompt_tokens} leave room for a {self.max_new_tokens}-token answer"
                 )
+        answers: dict[int, dict[str, Generation]] = {}
+
+        def on_done(index: int, generation: Generation) -> None:
+            text, task = divmod(index, len(TASKS))
+            answers.setdefault(text, {})[TASKS[task]] = generation
+            if on_result is not None and len(answers[text]) == len(TASKS):
+                on_result(text, parse_answers(answers.pop(text)))
+
         # All prompts of the call in one decode: one batch for every extract() call.
         generations, self.last_stats = generate_greedy(
             self.model, self.tokenizer, prompts, self.max_new_tokens, self.stops,
-            batch_size=len(prompts), engine=self.engine,
+            batch_size=len(prompts), engine=self.engine, on_done=on_done if on_result else None,
         )  # fmt: skip
         per_text = [generations[i : i + len(TASKS)] for i in range(0, len(generations), len(TASKS))]
         return [parse_answers(dict(zip(TASKS, answers, strict=True))) for answers in per_text]

@@ -1,13 +1,15 @@
 """The "fast" engine: greedy decoding over the model's own modules (inference.fast_model) with a
 preallocated KV cache, scheduled for a GPU.
 
-- Rows are sorted longest prompt first and decoded in waves (as many rows as the KV cache of
-  `longest prompt + max_new_tokens` tokens each lets fit in free GPU memory).
-- Prefill: a wave's rows in chunks of at most PREFILL_TOKENS padded tokens, right-padded; logits
-  only at each row's last token.
-- Decode: one token per row per step over a fixed-shape batch ("bucket"); a finished row rides
-  along until fewer than half the bucket's rows are still going, then the survivors' cache rows
-  move to the front and the next smaller bucket (a power of two) takes over.
+- Rows are sorted longest prompt first. As many are in flight as the KV cache of `longest
+  prompt + max_new_tokens` tokens each lets fit (in free GPU memory, under `max_cache_gib`).
+- Prefill: rows in chunks of at most PREFILL_TOKENS padded tokens, right-padded, each into its
+  own cache row ("slot"); logits only at each row's last token.
+- Decode: one token per row per step over a fixed-shape batch ("bucket"). A row that stops frees
+  its slot; once a quarter of the slots are free, the next waiting rows are prefilled into them
+  (continuous batching: the batch stays full while rows wait, and one long answer does not hold
+  the rest back). When no row waits, and fewer than half the bucket's rows are still going, the
+  survivors' cache rows move to the front and the next smaller bucket takes over.
 - On a GPU each bucket's step is captured once as a CUDA graph (per bucket and cache length, per
   process, reused across calls) and replayed; where capture fails (some quantized or adapter
   modules cannot be captured) or its first replay differs from the eager step, steps run eagerly
@@ -25,6 +27,8 @@ from inference.fast_model import Decoder, decode_step, decoder_of, prefill, rota
 
 # Padded prompt tokens per prefill forward (GPU / CPU): bounds activation memory.
 PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
+# ... and when decoding beside training, where activations compete with the training's memory.
+PREFILL_TOKENS_BESIDE_TRAINING = 8192
 # Rows decoded together at most, unless batch_size says otherwise (on a GPU also what fits).
 MAX_ROWS = {"cuda": 1024, "cpu": 64}
 # Share of free GPU memory the KV cache may take; the rest: weights' temporaries, prefill
@@ -97,30 +101,35 @@ def _state_for(lm: Any, decoder: Decoder, capacity: int, length: int, keep: bool
     return state
 
 
-def _rows_per_wave(
-    decoder: Decoder,
-    rows: int,
-    length: int,
-    batch_size: int | None,
-    held: int = 0,
-    max_cache_gib: float | None = None,
-) -> int:
-    """Rows decoded together: at most `batch_size` (default MAX_ROWS), at most as many as
-    `max_cache_gib` of KV cache holds, and on a GPU at most as many as the free memory (plus
-    `held`, the bytes of the cache this model keeps) holds the KV cache of."""
-    wanted = min(rows, batch_size or MAX_ROWS[decoder.device.type])
+def _memory_limit(
+    decoder: Decoder, length: int, held: int = 0, max_cache_gib: float | None = None
+) -> int | None:
+    """Rows whose KV cache of `length` tokens fits: within `max_cache_gib`, and on a GPU within
+    the free memory (plus `held`, the bytes of the cache this model keeps); None: no limit."""
     per_token = 2 * len(decoder.layers) * decoder.kv_heads * decoder.head_dim
     per_token *= decoder.dtype.itemsize
+    limit = None
     if max_cache_gib is not None:
-        wanted = min(wanted, max(1, int(max_cache_gib * 2**30 / (per_token * length))))
+        limit = max(1, int(max_cache_gib * 2**30 / (per_token * length)))
     if decoder.device.type != "cuda":
-        return wanted
+        return limit
     from inference.hf_rounds import free_gpu_bytes
 
     fits = int((free_gpu_bytes() + held) * KV_MEMORY_SHARE / (per_token * length))
     if fits < 1:
         raise MemoryError(f"not one row of {length} tokens fits in the free GPU memory")
-    return min(wanted, fits)
+    return fits if limit is None else min(limit, fits)
+
+
+def rows_in_flight(
+    rows: int, batch_size: int | None, memory_limit: int | None, device: str
+) -> tuple[int, int]:
+    """(rows decoded together, the batch they decode in): all `rows`, at most `batch_size`
+    (default MAX_ROWS) and `memory_limit`; the batch is their bucket, or where that bucket's
+    cache would not fit, exactly the rows that fit."""
+    wanted = min(rows, batch_size or MAX_ROWS[device], memory_limit or rows)
+    bucket = bucket_for(wanted)
+    return wanted, bucket if memory_limit is None else min(bucket, memory_limit)
 
 
 def fast_generate(
@@ -132,8 +141,10 @@ def fast_generate(
     progress: bool = False,
     keep_state: bool = True,
     max_cache_gib: float | None = None,
+    on_done: Any = None,
 ) -> tuple[list[list[int]], dict[str, Any]]:
-    """(generated token ids per prompt, the stop token last where one came; stats)."""
+    """(generated token ids per prompt, the stop token last where one came; stats).
+    on_done(index, tokens), if given, is called as each prompt's row finishes."""
     from tqdm import tqdm
 
     from inference.decode import causal_lm
@@ -148,33 +159,47 @@ def fast_generate(
     length = -(-(len(prompts[order[0]]) + max_new_tokens) // LENGTH_STEP) * LENGTH_STEP
     kept = _STATES.get(lm)
     held = sum(2 * k.numel() * k.element_size() for k, _ in kept.cache) if kept else 0
-    wave_rows = _rows_per_wave(decoder, len(prompts), length, batch_size, held, max_cache_gib)
+    limit = _memory_limit(decoder, length, held, max_cache_gib)
     del kept
+    capacity, bucket = rows_in_flight(len(prompts), batch_size, limit, decoder.device.type)
     use_graphs = decoder.device.type == "cuda"
-    state = _state_for(lm, decoder, bucket_for(wave_rows), length, keep_state and use_graphs)
-    run = _Run(decoder, state, set(stops), max_new_tokens, use_graphs)
-    results: list[list[int]] = [[] for _ in prompts]
+    state = _state_for(lm, decoder, bucket, length, keep_state and use_graphs)
+    # Beside training (a cache cap given) the prefill's activations stay small too.
+    prefill_tokens = PREFILL_TOKENS[decoder.device.type]
+    if max_cache_gib is not None:
+        prefill_tokens = min(prefill_tokens, PREFILL_TOKENS_BESIDE_TRAINING)
+    run = _Run(decoder, state, set(stops), max_new_tokens, use_graphs, (capacity, bucket))
+    run.prefill_tokens = prefill_tokens
+    if on_done is not None:
+        run.on_done = lambda row, tokens: on_done(order[row], tokens)
     with tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress) as bar:
-        for start in range(0, len(order), wave_rows):
-            wave = order[start : start + wave_rows]
-            for row, tokens in zip(wave, run.wave([prompts[i] for i in wave], bar), strict=True):
-                results[row] = tokens
+        generated = run.decode([prompts[i] for i in order], bar)
+    results: list[list[int]] = [[] for _ in prompts]
+    for row, tokens in zip(order, generated, strict=True):
+        results[row] = tokens
     if not keep_state:
         _STATES.pop(lm, None)
-    return results, run.stats(wave_rows)
+    return results, run.stats()
 
 
 class _Run:
-    """One call's decoding: waves of prefill then steps, with its timings."""
+    """One call's decoding, with its timings. `capacity` rows are in flight: rows come in
+    longest first; a row that stops frees its slot, and once a quarter of the slots are free
+    the next rows are prefilled into them (so the batch stays full while rows are waiting);
+    when none are waiting, the rows still going are compacted into smaller buckets."""
 
-    def __init__(self, decoder, state, stops, max_new_tokens, use_graphs) -> None:
+    def __init__(self, decoder, state, stops, max_new_tokens, use_graphs, shape) -> None:
         self.decoder, self.state, self.stops = decoder, state, stops
         self.max_new_tokens, self.use_graphs = max_new_tokens, use_graphs
+        self.capacity, self.first_bucket = shape  # rows in flight, the batch they decode in
+        self.prefill_tokens = PREFILL_TOKENS[decoder.device.type]
+        self.on_done = None  # called (row, tokens) as a row finishes
         self.prefill_seconds = self.decode_seconds = 0.0
         self.steps = self.captures = 0
-        self.waves: list[dict[str, Any]] = []
+        self.admissions: list[int] = []  # rows prefilled into free slots, per prefill
+        self.buckets: list[int] = []
 
-    def stats(self, wave_rows: int) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         if not self.use_graphs:
             graphs = "eager (cpu)"
         elif self.state.graph_failure:
@@ -185,82 +210,126 @@ class _Run:
             "prefill_seconds": round(self.prefill_seconds, 3),
             "decode_seconds": round(self.decode_seconds, 3),
             "decode_steps": self.steps,
-            "rows_per_wave": wave_rows,
+            "rows_in_flight": self.capacity,
             "cache_length": self.state.length,
-            "waves": self.waves,
+            "admissions": self.admissions,
+            "buckets": self.buckets,
             "graphs": graphs,
             "graph_captures": self.captures,
         }
 
-    def wave(self, prompts: list[list[int]], bar: Any) -> list[list[int]]:
-        """Prefill then decode these rows (longest first) to the end; their tokens."""
+    def decode(self, prompts: list[list[int]], bar: Any) -> list[list[int]]:
+        """Every row (longest first) to its end; their tokens."""
+        generated: list[list[int]] = [[] for _ in prompts]
+        waiting = list(range(len(prompts)))[::-1]  # popped from the end: longest first
+        bucket = self.first_bucket
+        slots = [-1] * bucket  # slot -> row going there, or -1 (free; fed token 0 at position 0)
+        self.buckets.append(bucket)
+        self._reset(range(bucket))
+        refill_at = max(1, self.capacity // 4)
+        going = 0
+        while True:
+            if waiting and self.capacity - going >= min(refill_at, len(waiting)):
+                free = [slot for slot in range(self.capacity) if slots[slot] < 0]
+                going += self._admit(prompts, waiting, free, slots, generated, bar)
+                continue
+            if not going:
+                return generated
+            if not waiting and going < bucket // 2:
+                bucket = self._compact(slots)
+                self.buckets.append(bucket)
+            going -= self._decode_step(bucket, slots, generated, bar)
+
+    def _decode_step(self, bucket: int, slots: list[int], generated, bar) -> int:
+        """One step of the bucket's rows; how many of them finished."""
+        started = time.perf_counter()
+        produced = self._step(bucket)
+        self.steps += 1
+        finished = []
+        for slot in range(bucket):
+            row = slots[slot]
+            if row >= 0:
+                generated[row].append(produced[slot])
+                if self._done(generated[row]):
+                    slots[slot] = -1
+                    finished.append(slot)
+                    self._report(row, generated[row])
+        bar.update(len(finished))
+        self._reset(finished)
+        self.decode_seconds += time.perf_counter() - started
+        return len(finished)
+
+    def _reset(self, slots: Any) -> None:
+        """Free slots feed token 0 at position 0 (their own cache row): harmless, in range."""
         import torch
 
-        started = time.perf_counter()
-        first = self._prefill(prompts)
-        state = self.state
-        generated = [[t] for t in first]
-        rows = len(prompts)
-        state.tokens[:rows] = torch.tensor(first, device=self.decoder.device)
-        state.positions[:rows] = torch.tensor([len(p) for p in prompts], device=self.decoder.device)
-        self.prefill_seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        bucket = bucket_for(rows)
-        buckets, steps = [bucket], 0
-        state.tokens[rows:bucket] = 0
-        state.positions[rows:bucket] = 0  # filler slots: their own cache row, position 0 on
-        slots = list(range(rows)) + [-1] * (bucket - rows)  # slot -> row of the wave; -1 filler
-        going = {i for i in range(rows) if not self._done(generated[i])}
-        bar.update(rows - len(going))
-        while going:
-            if len(going) < bucket // 2:
-                bucket = self._compact(slots, going)
-                buckets.append(bucket)
-            produced = self._step(bucket)
-            steps += 1
-            for slot, row in enumerate(slots):
-                if row in going:
-                    generated[row].append(produced[slot])
-                    if self._done(generated[row]):
-                        going.discard(row)
-                        bar.update(1)
-        self.decode_seconds += time.perf_counter() - started
-        self.steps += steps
-        self.waves.append({"rows": rows, "buckets": buckets, "decode_steps": steps})
-        return generated
+        index = torch.tensor(list(slots), dtype=torch.long, device=self.decoder.device)
+        if index.numel():
+            self.state.tokens[index] = 0
+            self.state.positions[index] = 0
+
+    def _report(self, row: int, tokens: list[int]) -> None:
+        if self.on_done is not None:
+            self.on_done(row, tokens)
 
     def _done(self, tokens: list[int]) -> bool:
         return tokens[-1] in self.stops or len(tokens) >= self.max_new_tokens
 
-    def _prefill(self, prompts: list[list[int]]) -> list[int]:
-        """First generated token of each row, its prompt's K/V in the cache rows 0..len-1."""
+    def _admit(self, prompts, waiting, free, slots, generated, bar) -> int:
+        """Prefill the next waiting rows into free slots; how many of them go on decoding."""
         import torch
 
-        budget = PREFILL_TOKENS[self.decoder.device.type]
+        started = time.perf_counter()
+        rows = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
+        taken = free[: len(rows)]
+        first = self._prefill([prompts[row] for row in rows], taken)
+        device = self.decoder.device
+        index = torch.tensor(taken, dtype=torch.long, device=device)
+        self.state.tokens[index] = torch.tensor(first, device=device)
+        self.state.positions[index] = torch.tensor([len(prompts[r]) for r in rows], device=device)
+        done = []
+        for slot, row, token in zip(taken, rows, first, strict=True):
+            generated[row].append(token)
+            if self._done(generated[row]):
+                done.append(slot)
+                self._report(row, generated[row])
+            else:
+                slots[slot] = row
+        bar.update(len(done))
+        self._reset(done)
+        self.admissions.append(len(rows))
+        self.prefill_seconds += time.perf_counter() - started
+        return len(rows) - len(done)
+
+    def _prefill(self, prompts: list[list[int]], slots: list[int]) -> list[int]:
+        """First generated token of each row, its prompt's K/V in its slot's cache row at
+        positions 0..len-1. Rows come longest first."""
+        import torch
+
+        budget = self.prefill_tokens
+        device = self.decoder.device
         first: list[int] = []
         start = 0
         while start < len(prompts):
             width = len(prompts[start])  # the longest of the chunk: rows come longest first
             end = min(len(prompts), start + max(1, budget // width))
             chunk = prompts[start:end]
-            ids = torch.tensor(
-                [p + [0] * (width - len(p)) for p in chunk], device=self.decoder.device
-            )
-            lengths = torch.tensor([len(p) for p in chunk], device=self.decoder.device)
+            ids = torch.tensor([p + [0] * (width - len(p)) for p in chunk], device=device)
+            lengths = torch.tensor([len(p) for p in chunk], device=device)
+            index = torch.tensor(slots[start:end], dtype=torch.long, device=device)
             tokens = prefill(
-                self.decoder, self.state.cache, slice(start, end), ids, lengths,
-                self.state.cos, self.state.sin,
-            )  # fmt: skip
+                self.decoder, self.state.cache, index, ids, lengths, self.state.cos, self.state.sin
+            )
             first += tokens.tolist()
             start = end
         return first
 
-    def _compact(self, slots: list[int], going: set[int]) -> int:
+    def _compact(self, slots: list[int]) -> int:
         """Move the rows still going to the front slots; the new (smaller) bucket."""
         import torch
 
         state = self.state
-        keep = [slot for slot, row in enumerate(slots) if row in going]
+        keep = [slot for slot, row in enumerate(slots) if row >= 0]
         index = torch.tensor(keep, device=self.decoder.device)
         count = len(keep)
         for k_cache, v_cache in state.cache:
@@ -269,9 +338,8 @@ class _Run:
         for buffer in (state.tokens, state.positions):
             buffer[:count] = buffer.index_select(0, index)
         bucket = bucket_for(count)
-        state.tokens[count:bucket] = 0
-        state.positions[count:bucket] = 0  # fillers: their own row, position 0 on
         slots[:] = [slots[s] for s in keep] + [-1] * (bucket - count)
+        self._reset(range(count, bucket))
         return bucket
 
     def _eager_step(self, bucket: int) -> None:

@@ -96,10 +96,11 @@ def _mlp_block(layer: Any, hidden: Any) -> Any:
 
 
 def prefill(
-    decoder: Decoder, cache: list[tuple[Any, Any]], rows: slice, ids: Any, lengths: Any, cos, sin
+    decoder: Decoder, cache: list[tuple[Any, Any]], rows: Any, ids: Any, lengths: Any, cos, sin
 ) -> Any:
     """Run right-padded prompts ids [B, T] (real lengths `lengths`), write their K/V into cache
-    rows `rows` at positions 0..T-1, and return the greedy next token of each row [B].
+    rows `rows` (a slice or B row indices) at positions 0..T-1, and return the greedy next token
+    of each row [B].
 
     Causal attention over right padding: a real token never sees a padding token (they all come
     after it), and the padding's own K/V lie beyond the row's length, never read before the

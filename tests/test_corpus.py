@@ -156,3 +156,26 @@ def test_output_that_is_not_ours_is_refused(tiny_run, tmp_path, capsys):
     out.write_text('{"id": "x"}\nnot json\n{"id": "y"}\n')
     assert extract("--run", tiny_run, "--input", source, "--out", out) == 2
     assert f"{out}:2: not a result line" in capsys.readouterr().err
+
+
+def test_one_chunk_writes_abstracts_as_they_finish(tiny_run, documents, tmp_path, monkeypatch):
+    """All abstracts in one decode (the default chunk): each result reaches OUT as its three
+    answers are done, not at the end of the chunk, and the results are those of abstracts
+    decoded one at a time."""
+    import inference.corpus
+
+    docs = documents[:6]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": d.pmid, "text": d.abstract}) + "\n" for d in docs))
+    alone = tmp_path / "alone.jsonl"
+    assert extract("--run", tiny_run, "--input", source, "--chunk-size", 1, "--out", alone) == 0
+    writes = []
+    append = inference.corpus._append
+    monkeypatch.setattr(inference.corpus, "FLUSH_SECONDS", 0.0)  # write each result at once
+    monkeypatch.setattr(
+        inference.corpus, "_append", lambda out, rows: (writes.append(len(rows)), append(out, rows))
+    )
+    together = tmp_path / "together.jsonl"
+    assert extract("--run", tiny_run, "--input", source, "--out", together) == 0
+    assert writes == [1] * len(docs)  # one abstract per write, during the decode
+    assert {r["id"]: r for r in lines_of(together)} == {r["id"]: r for r in lines_of(alone)}

@@ -67,7 +67,7 @@ def test_real_and_garbage_abstracts_in_one_decode(extractor, sample_abstracts, m
     results = extractor.extract([sample_abstracts[0], GARBAGE])
     assert calls == [2 * len(TASKS)]  # both abstracts' three prompts in a single decode
     assert extractor.last_stats["engine"] == "fast"
-    assert extractor.last_stats["waves"][0]["rows"] == 2 * len(TASKS)  # decoded together
+    assert extractor.last_stats["admissions"] == [2 * len(TASKS)]  # decoded together
     assert len(results) == 2
     for result in results:
         check_result(result)

@@ -12,7 +12,7 @@ import pytest
 from conftest import SAMPLE, read_jsonl
 
 from inference.decode import choose_engine, generate_greedy
-from inference.fast_decode import bucket_for
+from inference.fast_decode import bucket_for, rows_in_flight
 
 NEW_TOKENS = 12
 
@@ -78,6 +78,14 @@ def test_buckets_are_powers_of_two_or_multiples_of_64() -> None:
     ]  # fmt: skip
 
 
+def test_rows_in_flight_within_batch_size_and_memory() -> None:
+    assert rows_in_flight(300, None, None, "cuda") == (300, 320)  # all rows, a bucket of 320
+    assert rows_in_flight(300, 100, None, "cuda") == (100, 128)
+    assert rows_in_flight(300, None, 310, "cuda") == (300, 310)  # 320 rows' cache won't fit
+    assert rows_in_flight(300, None, 40, "cuda") == (40, 40)
+    assert rows_in_flight(100, None, None, "cpu") == (64, 64)
+
+
 def test_fast_engine_gives_the_hf_tokens(tiny, sample_prompts) -> None:
     stops = stops_that_split(tiny, sample_prompts)
     expected, _ = decode(tiny, sample_prompts, stops, "hf", batch_size=4)
@@ -87,20 +95,41 @@ def test_fast_engine_gives_the_hf_tokens(tiny, sample_prompts) -> None:
     assert fast == expected
     assert stats["engine"] == "fast" and stats["graphs"] == "eager (cpu)"
     assert stats["generated_tokens"] == sum(tokens for _, _, tokens in expected)
-    (wave,) = stats["waves"]
-    assert wave["rows"] == len(sample_prompts) and wave["buckets"][0] == 16
-    assert len(wave["buckets"]) > 1  # rows that stopped were compacted away
-    # In waves of 4 rows (longest first), the same tokens again.
-    waves, stats = decode(tiny, sample_prompts, stops, "fast", batch_size=4)
-    assert waves == expected
-    assert [w["rows"] for w in stats["waves"]] == [4, 4, 1]
-    # A KV-cache cap (decoding beside training) that holds one row: one row per wave, same tokens.
-
+    assert stats["rows_in_flight"] == 9 and stats["admissions"] == [len(sample_prompts)]
+    assert stats["buckets"][0] == 16 and len(stats["buckets"]) > 1  # stopped rows compacted away
+    # Rows reported as they finish: shortest answers first, each as in the result.
+    finished = []
+    generate_greedy(
+        tiny, IdTokenizer(), sample_prompts, NEW_TOKENS, stops, engine="fast",
+        on_done=lambda index, generation: finished.append((index, answers([generation])[0])),
+    )  # fmt: skip
+    assert sorted(finished) == list(enumerate(expected))
+    assert [new for _, (_, _, new) in finished] == sorted(new for _, _, new in expected)
+    # Four rows in flight (longest first): rows that stop free their slots for waiting rows.
+    refilled, stats = decode(tiny, sample_prompts, stops, "fast", batch_size=4)
+    assert refilled == expected
+    assert stats["rows_in_flight"] == 4 and sum(stats["admissions"]) == len(sample_prompts)
+    assert len(stats["admissions"]) > 2  # slots freed by stopped rows were refilled
+    # Three rows at a time (a bucket of four, one slot a filler): the same tokens.
+    threes, stats = decode(tiny, sample_prompts, stops, "fast", batch_size=3)
+    assert threes == expected and stats["rows_in_flight"] == 3 and stats["buckets"][0] == 4
+    # A cache cap that holds three rows: three in flight, a batch of exactly three.
+    config = tiny.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    per_row = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # fp32
+    per_row *= stats["cache_length"] / 2**30  # GiB
+    capped, stats = generate_greedy(
+        tiny, IdTokenizer(), sample_prompts, NEW_TOKENS, stops, engine="fast",
+        max_cache_gib=3.5 * per_row,
+    )  # fmt: skip
+    assert answers(capped) == expected
+    assert stats["rows_in_flight"] == 3 and stats["buckets"][0] == 3
+    # A KV-cache cap (decoding beside training) that holds one row: one row at a time.
     capped, stats = generate_greedy(
         tiny, IdTokenizer(), sample_prompts, NEW_TOKENS, stops, engine="fast", max_cache_gib=1e-6
     )
     assert answers(capped) == expected
-    assert [w["rows"] for w in stats["waves"]] == [1] * len(sample_prompts)
+    assert stats["rows_in_flight"] == 1 and stats["admissions"] == [1] * len(sample_prompts)
 
 
 def test_auto_picks_fast_for_llama_and_hf_when_asked(tiny) -> None:

@@ -93,3 +93,23 @@ def test_unmerged_lora_in_training_mode_decodes_as_merged(prompts):
     assert stats["graphs"].startswith(("cuda graphs", "eager (CUDA graphs failed"))
     merged, _ = decode(peft_model.merge_and_unload().eval(), prompts, "fast", stops)
     assert unmerged == merged
+
+
+def test_refilled_slots_give_the_same_tokens_and_training_keeps_no_state(prompts):
+    """Eight rows in flight for 40 prompts (slots freed by stopped rows are refilled between
+    graph replays): the tokens of all rows at once. keep_state=False (a training loop's
+    evaluation) leaves no cache or graphs behind."""
+    from inference.decode import generate_greedy
+    from inference.fast_decode import _STATES, release
+
+    model = small_llama()
+    stops = stops_of(model, prompts)
+    expected, _ = decode(model, prompts, "fast", stops)
+    release(model)
+    generations, stats = generate_greedy(
+        model, IdTokenizer(), prompts, NEW_TOKENS, stops, batch_size=8, engine="fast",
+        keep_state=False,
+    )  # fmt: skip
+    assert [(g.text, g.finish_reason, g.new_tokens) for g in generations] == expected
+    assert stats["rows_in_flight"] == 8 and len(stats["admissions"]) > 5
+    assert model not in _STATES
