@@ -145,6 +145,14 @@ def extract_all(args: argparse.Namespace, abstracts: list[Abstract]) -> list[dic
                 extractor.extract([a.text for a in chunk], on_result=writer)
                 writer.flush()
                 results += writer.rows
+        decoding = extractor.last_stats
+        print(
+            f"last chunk's decoding: {decoding.get('engine')} engine, "
+            f"{decoding.get('rows_in_flight', '-')} rows in flight, "
+            f"{decoding.get('decode_steps', '-')} steps, {decoding.get('generated_tokens')} "
+            f"tokens at {decoding.get('tokens_per_second')} tokens/s",
+            file=sys.stderr,
+        )
     seconds = time.perf_counter() - started
     rate = f"{len(todo) / seconds:.2f}" if seconds else "-"
     print(
