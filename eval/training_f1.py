@@ -66,6 +66,8 @@ METRIC_NAMES = tuple(
     "f1_generated_tokens",
     "f1_decode_steps",
     "f1_rows_in_flight",
+    "f1_prefill_seconds",
+    "f1_decode_seconds",
 )
 
 
@@ -215,10 +217,15 @@ class InTrainingF1:
                 # rank 0's decoding (the others' is alike): its steps and batch
                 f1_decode_steps=self.last_stats.get("decode_steps") or 0,
                 f1_rows_in_flight=self.last_stats.get("rows_in_flight") or 0,
+                f1_prefill_seconds=self.last_stats.get("prefill_seconds") or 0.0,
+                f1_decode_seconds=self.last_stats.get("decode_seconds") or 0.0,
             )
             step = trainer.state.global_step
             atomic_write_jsonl(self.out_dir / f"step-{step}.jsonl", predictions)
             print(_meter(step, len(predictions), seconds, flat), file=sys.stderr, flush=True)
+            graphs = self.last_stats.get("graphs", "")
+            if graphs.startswith("eager (CUDA"):  # the slow path on a GPU: say why
+                print(f"eval F1 @ step {step}: decoded {graphs}", file=sys.stderr, flush=True)
         return broadcast_from_first(flat)
 
 

@@ -71,7 +71,7 @@ def test_cuda_graph_steps_give_the_hf_tokens_and_are_reused(prompts):
     expected, _ = decode(model, prompts, "hf", stops)
     assert {reason for _, reason, _ in expected} == {"stop", "length"}
     fast, stats = decode(model, prompts, "fast", stops)
-    assert stats["graphs"] == "cuda graphs" and stats["graph_captures"] >= 2
+    assert stats["graphs"] == "cuda graphs" and stats["graph_captures"] >= 1
     assert fast == expected
     again, stats = decode(model, prompts, "fast", stops)
     assert again == expected and stats["graph_captures"] == 0  # the first call's graphs

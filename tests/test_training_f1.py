@@ -20,7 +20,8 @@ from preprocessing.task import TASKS, task_of
 
 F1 = "eval_normalized_micro_f1"
 # What `make eval` reproduces of an evaluation (not its timings or how its decoding was batched).
-DECODING = ("f1_seconds", "f1_generated_tokens", "f1_decode_steps", "f1_rows_in_flight")
+DECODING = ("f1_seconds", "f1_generated_tokens", "f1_decode_steps", "f1_rows_in_flight",
+            "f1_prefill_seconds", "f1_decode_seconds")  # fmt: skip
 SCORES = [f"eval_{name}" for name in METRIC_NAMES if name not in DECODING]
 
 
