@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.generate_timing import PhaseClock, decoding_timing, print_summary
 from eval.score import InputError, check_row, read_jsonl, score_rows
 from inference.decode import Generation, generate_greedy
 from inference.load import device_and_dtype, device_name, load_model
@@ -40,6 +41,7 @@ from inference.run import (
     source_of_run,
     stop_token_ids,
 )
+from inference.startup import import_decoding_stack, keep_out_unused
 from preprocessing.files import (
     FileFormatError,
     atomic_write_json,
@@ -141,20 +143,26 @@ def decode(
     max_new_tokens: int,
     batch_size: int | None,
     engine: str,
+    clock: PhaseClock,
 ) -> tuple[list[Generation], dict[str, Any]]:
     """The target's model loaded once, then every prompt decoded: (generations, settings with
-    `seconds` (decoding) and `load_seconds`)."""
+    `seconds` (decoding) and `load_seconds`); the clock's "load" and "decode" phases end."""
     if engine == "vllm":
         from inference.vllm_backend import generate_vllm
 
-        return generate_vllm(target, tokenizer, prompts, max_new_tokens)
+        generations, settings = generate_vllm(target, tokenizer, prompts, max_new_tokens)
+        clock.end("decode")
+        clock.move(settings["load_seconds"], "decode", "load")  # vLLM loads inside
+        return generations, settings
     started = time.perf_counter()
     model = load_model(target.model, target.adapter, tokenizer)
     load_seconds = time.perf_counter() - started
     stops = stop_token_ids(tokenizer, model.generation_config)
+    clock.end("load")
     generations, stats = generate_greedy(
         model, tokenizer, prompts, max_new_tokens, stops, batch_size, True, engine
     )
+    clock.end("decode")
     return generations, {
         **stats,
         "load_seconds": round(load_seconds, 3),
@@ -162,23 +170,6 @@ def decode(
         "dtype": str(device_and_dtype()[1]).removeprefix("torch."),
         "batch_size": batch_size or "auto",
         "stop_token_ids": stops,
-    }
-
-
-def _timing(settings: dict[str, Any], rows: int, started: float) -> dict[str, Any]:
-    """metrics.json's timing record: decoding (and its phases), loading, command total."""
-    seconds = settings["seconds"]
-    tokens = settings["generated_tokens"]
-    return {
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(rows / seconds, 3) if seconds else None,
-        "generated_tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-        "prefill_seconds": settings.get("prefill_seconds"),
-        "decode_seconds": settings.get("decode_seconds"),
-        "decode_steps": settings.get("decode_steps"),
-        "load_seconds": round(settings["load_seconds"], 3),
-        "total_seconds": round(time.perf_counter() - started, 3),  # loading included
     }
 
 
@@ -191,22 +182,32 @@ def run_eval(
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     engine: str = "auto",
+    clock: PhaseClock | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and report; returns the metrics written to metrics.json."""
-    import torch
-
+    """Generate, score and report; returns the metrics written to metrics.json. `clock`: the
+    command's, started at its beginning (default: one started now)."""
+    clock = clock or PhaseClock()
+    kept_out = keep_out_unused(target.model, engine)  # before anything imports transformers
     rows, rows_in_split = load_test_rows(target.test_file, limit)
     if not rows:
         raise InputError(f"{target.test_file}: no rows to evaluate")
     full_eval_dir = target.out_dir
     target = dataclasses.replace(target, out_dir=eval_dir(full_eval_dir, len(rows), rows_in_split))
+    clock.end("prepare")
+    import_decoding_stack(adapter=target.adapter is not None)
+    clock.end("imports")
+    import torch
+
     torch.manual_seed(0)
     started = time.perf_counter()
     tokenizer = load_tokenizer(target)
     prompts = encode_prompts(tokenizer, rows)
     max_new_tokens = max_new_tokens or default_max_new_tokens(tokenizer, rows)
     print(f"{len(rows)} rows; max_new_tokens={max_new_tokens}", file=sys.stderr)
-    generations, settings = decode(target, tokenizer, prompts, max_new_tokens, batch_size, engine)
+    clock.end("prepare")
+    generations, settings = decode(
+        target, tokenizer, prompts, max_new_tokens, batch_size, engine, clock
+    )
     print(
         f"engine: {settings['engine']} ({settings.get('engine_reason', 'requested')}); "
         f"{settings['generated_tokens']} tokens in {settings['seconds']:.1f} s "
@@ -226,7 +227,13 @@ def run_eval(
     atomic_write_jsonl(predictions_path, predictions)
     metrics = score_rows(predictions, str(predictions_path))
     metrics.update(_metrics(target, rows_in_split, predictions, settings, max_new_tokens, started))
+    metrics["timing"]["kept_out_packages"] = kept_out
+    metrics["timing"]["phases"] = clock.phases()  # so far: the card reads this metrics.json
     _write_outputs(target, full_eval_dir, metrics, predictions)
+    # Written again with the whole command's phases, finishing included.
+    clock.end("finish")
+    metrics["timing"]["phases"] = clock.phases()
+    atomic_write_json(target.out_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -258,7 +265,7 @@ def _metrics(
         "engine": {k: v for k, v in settings.items() if k not in engine_keys},
         "max_new_tokens": max_new_tokens,
         "hit_max_new_tokens": sum(p["finish_reason"] == "length" for p in predictions),
-        "timing": _timing(settings, len(predictions), started),
+        "timing": decoding_timing(settings, len(predictions), started),
         "created": now(),
     }
 
@@ -361,6 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    clock = PhaseClock()
     if args.run is None and args.base is None:
         print(no_run_message("eval", args.runs_dir), file=sys.stderr)
         return 2
@@ -376,7 +384,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("limit", "batch_size", "max_new_tokens"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        metrics = run_eval(target, args.limit, args.batch_size, args.max_new_tokens, args.engine)
+        metrics = run_eval(
+            target, args.limit, args.batch_size, args.max_new_tokens, args.engine, clock
+        )
     except (InputError, RunError, FileFormatError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -390,4 +400,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}/{{predictions.jsonl,metrics.json,report.md,f1.png}}")
     if out != target.out_dir:
         print(f"partial evaluation (--limit): {target.out_dir}/ and the model card are unchanged")
+    print_summary(metrics["timing"]["phases"])
     return 0
