@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.generate_timing import PhaseClock, decoding_timing, print_summary
+from eval.outputs import write_outputs
 from eval.score import InputError, check_row, read_jsonl, score_rows
 from inference.decode import Generation, generate_greedy
 from inference.load import device_and_dtype, device_name, load_model
@@ -44,7 +44,6 @@ from inference.run import (
 from inference.startup import import_decoding_stack, keep_out_unused
 from preprocessing.files import (
     FileFormatError,
-    atomic_write_json,
     atomic_write_jsonl,
     sha256_file,
 )
@@ -127,9 +126,8 @@ def load_test_rows(path: Path, limit: int | None) -> tuple[list[dict], int]:
 
 def default_max_new_tokens(tokenizer: Any, rows: list[dict]) -> int:
     """1.5 x the longest gold answer in tokens (+ the stop token), within sane bounds."""
-    longest = max(
-        len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows
-    )
+    answers = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    longest = max(map(len, answers))
     return min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, math.ceil(1.5 * longest) + 1))
 
 
@@ -228,12 +226,7 @@ def run_eval(
     metrics = score_rows(predictions, str(predictions_path))
     metrics.update(_metrics(target, rows_in_split, predictions, settings, max_new_tokens, started))
     metrics["timing"]["kept_out_packages"] = kept_out
-    metrics["timing"]["phases"] = clock.phases()  # so far: the card reads this metrics.json
-    _write_outputs(target, full_eval_dir, metrics, predictions)
-    # Written again with the whole command's phases, finishing included.
-    clock.end("finish")
-    metrics["timing"]["phases"] = clock.phases()
-    atomic_write_json(target.out_dir / "metrics.json", metrics)
+    write_outputs(target.out_dir, metrics, predictions, clock, full_eval_dir)
     return metrics
 
 
@@ -270,63 +263,12 @@ def _metrics(
     }
 
 
-def _write_outputs(
-    target: Target, full_eval_dir: Path, metrics: dict[str, Any], predictions: list[dict]
-) -> None:
-    """metrics.json, report.md, f1.png; then the model card (a full eval of a run) or the
-    recipe's runs' reports (a new base eval)."""
-    from eval.report import write_plot, write_report
-
-    atomic_write_json(target.out_dir / "metrics.json", metrics)
-    write_report(target.out_dir, metrics, predictions)
-    write_plot(target.out_dir, metrics)
-    if target.out_dir != full_eval_dir:
-        pass  # a partial eval: the full one, the card and the base comparisons stay as they are
-    elif target.run:
-        refresh_model_card(Path(target.run))
-    else:  # a new base eval: the recipe's evaluated runs can now show base vs fine-tuned
-        for run_dir in runs_of_recipe(target.out_dir.parent.parent, target.recipe):
-            refresh_outputs(run_dir)
-
-
 def eval_dir(full: Path, rows_evaluated: int, rows_in_split: int) -> Path:
     """Where an eval goes: ``full`` (eval/) for the whole split; eval-limit<N>/ beside it for the
     first N rows, so a quick --limit look never replaces the full evaluation."""
     if rows_evaluated >= rows_in_split:
         return full
     return full.with_name(f"{full.name}-limit{rows_evaluated}")
-
-
-def runs_of_recipe(runs_dir: Path, recipe: str | None) -> list[Path]:
-    """Evaluated runs (not base evals) of a recipe under runs_dir."""
-    found = []
-    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if metrics.get("recipe") == recipe and metrics.get("kind") != "base":
-            found.append(path.parent.parent)
-    return found
-
-
-def refresh_outputs(run_dir: Path) -> None:
-    """Rewrite a run's report.md and f1.png from its saved eval, then its model card."""
-    from eval.report import write_plot, write_report
-
-    out = run_dir / "eval"
-    metrics = json.loads((out / "metrics.json").read_text())
-    predictions = [row for _, row in read_jsonl(out / "predictions.jsonl")]
-    write_report(out, metrics, predictions)
-    write_plot(out, metrics)
-    refresh_model_card(run_dir)
-
-
-def refresh_model_card(run_dir: Path) -> None:
-    """The run's README.md carries the eval results; pushed when hub pushes are on.
-
-    The eval itself is already on disk, so a failing card only warns (training/model_card.py).
-    """
-    from training.model_card import refresh_model_card as rewrite_and_push_card
-
-    rewrite_and_push_card(run_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

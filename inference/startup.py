@@ -7,21 +7,26 @@ when a test or another program calls them in its own process), and end with
 
 - `process_age()` says how long the process has been running (interpreter start, imports,
   argument parsing included), for the phase breakdown of metrics.json;
-- `keep_out_unused(source, engine)` keeps packages that transformers and peft import only
+- `keep_out_unused(model, engine)` keeps packages that transformers and peft import only
   because they are installed out of the process. Measured on CPU (`python -X importtime -m eval
-  generate`): 12.6 s of imports before, 7.5 s after.
+  generate`): 12.6 s of imports before, 6.9 s after.
 
   - scikit-learn (2.2 s): transformers.generation.candidate_generator imports
     `sklearn.metrics.roc_curve` for assisted decoding's confidence threshold. Assisted decoding
     (a draft model proposing tokens) is the only user of scikit-learn in transformers, and
     nothing here uses it: decoding is greedy, without an assistant model.
+  - scipy (0.65 s): transformers.loss imports `scipy.optimize.linear_sum_assignment` for the
+    Hungarian matching of the object-detection losses (DETR family); decoding computes no loss.
+    Quantization code may use it (bitsandbytes can build its NF4 table with scipy.stats): it
+    goes with bitsandbytes and torchao.
   - bitsandbytes (1.7 s): peft.helpers imports it to know its 4-/8-bit layer types; torchao
     (1.1 s): transformers' torchao quantizer imports it. inference.load loads a model in
-    bf16/fp16/fp32, never quantized, so neither is used, unless the checkpoint itself is
-    quantized (a `quantization_config` in its config.json): then both stay importable.
+    bf16/fp16/fp32, never quantized, so none of the three is used, unless the checkpoint itself
+    is quantized (a `quantization_config` in its config.json) or cannot be read: then all three
+    stay importable.
 
   How: `sys.modules[name] = None`, Python's documented way to make `import name` fail with
-  ImportError; importlib.util.find_spec(name) then returns None, which is how transformers'
+  ModuleNotFoundError; importlib.util.find_spec(name) then returns None, which is how transformers'
   and peft's `is_*_available()` checks read "not installed", a case both libraries support.
   It must happen before transformers is imported (those checks are cached at their first
   call), and never in a process that already imported one of the packages or that may need it
@@ -41,9 +46,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-# Never used by assisted-decoding-free greedy decoding of a model that is not quantized.
+# Never used by greedy decoding without an assistant model; the second group unless quantized.
 UNUSED = ("sklearn",)
-UNUSED_UNLESS_QUANTIZED = ("bitsandbytes", "torchao")
+UNUSED_UNLESS_QUANTIZED = ("scipy", "bitsandbytes", "torchao")
 # Engines whose imports are ours to know: vLLM brings its own and may need any of them.
 TRIMMED_ENGINES = ("auto", "fast", "hf")
 

@@ -41,7 +41,7 @@ def test_command_times_its_phases_and_keeps_unused_packages_out(tiny_run: Path, 
     assert phases["imports_seconds"] > 0 and phases["finish_seconds"] > 0
     _phases_add_up(phases)
     # The tiny model is not quantized: none of the three is needed.
-    assert timing["kept_out_packages"] == ["sklearn", "bitsandbytes", "torchao"]
+    assert timing["kept_out_packages"] == ["sklearn", "scipy", "bitsandbytes", "torchao"]
     summary = [line for line in result.stderr.splitlines() if line.startswith("command ")]
     assert summary and "imports" in summary[-1] and "decode" in summary[-1]
     # bench eval carries the breakdown, plus the time to the exit it measured outside.
@@ -86,7 +86,7 @@ def test_a_quantized_or_unknown_checkpoint_keeps_the_quantization_packages(tmp_p
     ):
         directory.mkdir()
         (directory / "config.json").write_text(json.dumps(config))
-    assert _keep_out(plain) == ["sklearn", "bitsandbytes", "torchao"]
+    assert _keep_out(plain) == ["sklearn", "scipy", "bitsandbytes", "torchao"]
     assert _keep_out(quantized) == ["sklearn"]
     assert _keep_out("nobody/not-in-the-cache") == ["sklearn"]  # cannot tell: kept
     assert _keep_out(plain, engine="vllm") == []  # vLLM's imports are its own
