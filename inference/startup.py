@@ -130,13 +130,18 @@ def import_decoding_stack(adapter: bool) -> None:
 
 def exit_without_teardown(status: int) -> NoReturn:
     """Exit with `status` as sys.exit would, minus the interpreter's teardown (see the module's
-    docstring). Every exit handler runs first (atexit's own runner: logging's flush, tqdm, hub
-    clients...), then stdout and stderr are flushed; every file of ours was written and closed
-    (atomically) before. A process with vLLM in it exits normally: its worker processes are
-    shut down by finalizers too."""
+    docstring). Non-daemon threads are waited for and every exit handler runs first (atexit's
+    own runner: logging's flush, tqdm, hub clients...), then stdout and stderr are flushed;
+    every file of ours was written and closed (atomically) before. A process with vLLM in it
+    exits normally: its worker processes are shut down by finalizers too."""
     if "vllm" in sys.modules:
         sys.exit(status)
-    atexit._run_exitfuncs()  # what the interpreter's own exit runs first, in the same order
+    import threading
+
+    for thread in threading.enumerate():  # as the interpreter does: wait for non-daemon threads
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # what the interpreter's own exit runs next, in the same order
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -90,3 +90,15 @@ def test_a_quantized_or_unknown_checkpoint_keeps_the_quantization_packages(tmp_p
     assert _keep_out(quantized) == ["sklearn"]
     assert _keep_out("nobody/not-in-the-cache") == ["sklearn"]  # cannot tell: kept
     assert _keep_out(plain, engine="vllm") == []  # vLLM's imports are its own
+
+
+def test_exit_without_teardown_keeps_the_status_the_output_and_the_exit_handlers():
+    code = (
+        "import atexit, threading, time; from inference.startup import exit_without_teardown; "
+        "atexit.register(print, 'handler ran'); "
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start(); "
+        "print('buffered', end=''); exit_without_teardown(3)"
+    )
+    result = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "bufferedthread done\nhandler ran\n"
