@@ -32,6 +32,7 @@ from bench.steps import (
     eval_metrics_path,
     latest_run,
 )
+from eval.generate_timing import summary_line
 from preprocessing.files import repo_relative
 
 
@@ -178,4 +179,6 @@ def run(args: argparse.Namespace) -> int:
         f"test split ({split_rows} rows): seed loop {seed_split_s} s, ours {ours_split_s} s: "
         f"{speedup}x; our command {ours.get('command_seconds')} s to its exit"
     )
+    if ours["phases"]:
+        print(f"our {summary_line(ours['phases'])}, after it {ours['phases']['after_seconds']} s")
     return 0
