@@ -36,12 +36,13 @@ from inference.run import (
     load_tokenizer,
     local_or_hub,
     no_run_message,
+    recipe_base_model,
     run_records,
     source_of_recipe,
     source_of_run,
     stop_token_ids,
 )
-from inference.startup import import_decoding_stack, keep_out_unused
+from inference.startup import import_decoding_stack, keep_out_unused, kept_out_packages
 from preprocessing.files import (
     FileFormatError,
     atomic_write_jsonl,
@@ -185,14 +186,14 @@ def run_eval(
     """Generate, score and report; returns the metrics written to metrics.json. `clock`: the
     command's, started at its beginning (default: one started now)."""
     clock = clock or PhaseClock()
-    kept_out = keep_out_unused(target.model, engine)  # before anything imports transformers
     rows, rows_in_split = load_test_rows(target.test_file, limit)
     if not rows:
         raise InputError(f"{target.test_file}: no rows to evaluate")
     full_eval_dir = target.out_dir
     target = dataclasses.replace(target, out_dir=eval_dir(full_eval_dir, len(rows), rows_in_split))
     clock.end("prepare")
-    import_decoding_stack(adapter=target.adapter is not None)
+    # vLLM loads the model with its own classes.
+    import_decoding_stack(target.adapter is not None, model=engine != "vllm")
     clock.end("imports")
     import torch
 
@@ -225,7 +226,7 @@ def run_eval(
     atomic_write_jsonl(predictions_path, predictions)
     metrics = score_rows(predictions, str(predictions_path))
     metrics.update(_metrics(target, rows_in_split, predictions, settings, max_new_tokens, started))
-    metrics["timing"]["kept_out_packages"] = kept_out
+    metrics["timing"]["kept_out_packages"] = kept_out_packages()
     write_outputs(target.out_dir, metrics, predictions, clock, full_eval_dir)
     return metrics
 
@@ -319,9 +320,12 @@ def run(args: argparse.Namespace) -> int:
             if args.processed is not None:
                 raise InputError("--processed goes with --base; a run knows its own split")
             target = resolve_run(args.run, args.split_file, args.merged)
+            keep_out_unused(target.model, args.engine)
         else:
             if args.merged:
                 raise InputError("--merged goes with --run")
+            # Before the recipe's chat template brings in Axolotl, hence transformers.
+            keep_out_unused(recipe_base_model(args.base), args.engine)
             target = resolve_base(args.base, args.processed, args.split_file, args.runs_dir)
         for name in ("limit", "batch_size", "max_new_tokens"):
             if getattr(args, name) is not None and getattr(args, name) < 1:

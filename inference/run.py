@@ -102,8 +102,8 @@ def recipe_path(recipe: str) -> Path:
     return path
 
 
-def source_of_recipe(recipe: str) -> ModelSource:
-    """The untuned base model of a recipe, with the chat template the recipe trains with."""
+def recipe_config(recipe: str) -> tuple[Path, dict[str, Any]]:
+    """(path, config) of a recipe that names a base_model."""
     path = recipe_path(recipe)
     try:
         config = load_yaml(path)
@@ -111,6 +111,17 @@ def source_of_recipe(recipe: str) -> ModelSource:
         raise RunError(str(error)) from None
     if not config.get("base_model"):
         raise RunError(f"{path}: no base_model")
+    return path, config
+
+
+def recipe_base_model(recipe: str) -> str:
+    """The base model (local path or Hub id) a recipe trains, without Axolotl's imports."""
+    return local_or_hub(recipe_config(recipe)[1]["base_model"])
+
+
+def source_of_recipe(recipe: str) -> ModelSource:
+    """The untuned base model of a recipe, with the chat template the recipe trains with."""
+    path, config = recipe_config(recipe)
     return ModelSource(
         kind="base",
         model=local_or_hub(config["base_model"]),

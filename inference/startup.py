@@ -53,6 +53,7 @@ UNUSED_UNLESS_QUANTIZED = ("scipy", "bitsandbytes", "torchao")
 TRIMMED_ENGINES = ("auto", "fast", "hf")
 
 _own_process = False
+_kept_out: list[str] = []
 
 
 def own_process() -> None:
@@ -115,15 +116,24 @@ def keep_out_unused(model: str, engine: str) -> list[str]:
         if name not in sys.modules:  # one already imported (or already kept out) stays as is
             sys.modules[name] = None  # type: ignore[assignment]
             kept_out.append(name)
+    _kept_out.extend(kept_out)
     return kept_out
 
 
-def import_decoding_stack(adapter: bool) -> None:
-    """Import what loading and decoding import anyway (torch, transformers' auto classes, peft
-    for an adapter) in one place, so that a command's phases show the imports apart."""
-    import torch  # noqa: F401
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+def kept_out_packages() -> list[str]:
+    """Every package keep_out_unused has kept out of this process."""
+    return list(_kept_out)
 
+
+def import_decoding_stack(adapter: bool, model: bool = True) -> None:
+    """Import what loading and decoding import anyway (torch, transformers' tokenizer and, with
+    `model`, model classes, peft for an adapter) in one place, so that a command's phases show
+    the imports apart."""
+    import torch  # noqa: F401
+    from transformers import AutoTokenizer  # noqa: F401
+
+    if model:
+        from transformers import AutoModelForCausalLM  # noqa: F401
     if adapter:
         import peft  # noqa: F401
 

@@ -65,6 +65,17 @@ def test_command_times_its_phases_and_keeps_unused_packages_out(tiny_run: Path, 
     assert sys.modules.get("sklearn", "absent") is not None
 
 
+def test_a_base_eval_keeps_them_out_too(tiny_model: Path, processed_sample: Path, tmp_path: Path):
+    # The recipe's chat template comes through Axolotl, which imports transformers: the
+    # packages must be kept out before that.
+    args = ["--base", "tiny-cpu", "--processed", processed_sample, "--runs-dir", tmp_path, *ARGS]
+    result = run_cli(["eval", "generate", *args], merge_stderr=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "tiny-cpu-base" / "eval-limit3" / "metrics.json").read_text())
+    assert metrics["timing"]["kept_out_packages"] == ["sklearn", "scipy", "bitsandbytes", "torchao"]
+    _phases_add_up(metrics["timing"]["phases"])
+
+
 def _keep_out(model: Path | str, engine: str = "auto") -> list[str]:
     """keep_out_unused in a fresh process that calls itself the command's own."""
     code = (
