@@ -311,7 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    clock = PhaseClock()
+    clock = PhaseClock(from_process_start=True)
     if args.run is None and args.base is None:
         print(no_run_message("eval", args.runs_dir), file=sys.stderr)
         return 2

@@ -27,10 +27,11 @@ PHASES = ("startup", "imports", "prepare", "load", "decode", "finish")
 
 
 class PhaseClock:
-    """Consecutive phases of one command, from its process's start when known."""
+    """Consecutive phases of one command; with `from_process_start` (a clock started at the
+    command's beginning) the process's age then is the start-up phase, where it is known."""
 
-    def __init__(self) -> None:
-        self.startup = process_age()
+    def __init__(self, from_process_start: bool = False) -> None:
+        self.startup = process_age() if from_process_start else None
         self.started = time.perf_counter()
         self.last = self.started
         self.seconds: dict[str, float] = {}
