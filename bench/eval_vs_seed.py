@@ -32,6 +32,7 @@ from bench.steps import (
     eval_metrics_path,
     latest_run,
 )
+from eval.generate_timing import summary_line
 from preprocessing.files import repo_relative
 
 
@@ -90,6 +91,20 @@ def _run_to_evaluate(run: Runner, args: argparse.Namespace) -> Path:
     return REPO / (args.run or latest_run(args.recipe))
 
 
+def command_phases(metrics: dict[str, Any], measured: float | None) -> dict[str, Any] | None:
+    """Where our command's time went (metrics.json timing.phases: start-up, imports, prepare,
+    load, decode, finish, up to just before exit), plus `after_seconds`: the `measured` wall
+    time to the process's exit beyond that (exit and process spawn); None for a record older
+    than the phases."""
+    phases = (metrics.get("timing") or {}).get("phases")
+    if not phases:
+        return None
+    after = None
+    if measured is not None and phases.get("startup_seconds") is not None:
+        after = round(max(0.0, measured - phases["command_seconds"]), 3)
+    return {**phases, "after_seconds": after}
+
+
 def _ours(
     run: Runner, args: argparse.Namespace, run_dir: Path, max_new: int, env: dict[str, Any]
 ) -> tuple[dict[str, Any], bool]:
@@ -99,14 +114,16 @@ def _ours(
     if ours is not None:
         created = ours.get("created")
         run.commands.append(f"# reused {repo_relative(metrics_path)} (created {created})")
-        return {k: ours.get(k) for k in OURS_KEYS} | {"command_seconds": None}, True
+        kept = {"command_seconds": None, "phases": command_phases(ours, None)}
+        return {k: ours.get(k) for k in OURS_KEYS} | kept, True
     command = py("eval", "generate", "--run", repo_relative(run_dir), "--max-new-tokens", max_new)
     if args.limit:
         command += ["--limit", str(args.limit)]
     # What `make eval RUN=...` runs, timed from the interpreter's start to its exit.
     seconds = run(command)
     ours = json.loads(metrics_path.read_text("utf-8"))
-    return {k: ours.get(k) for k in OURS_KEYS} | {"command_seconds": round(seconds, 1)}, False
+    measured = {"command_seconds": round(seconds, 1), "phases": command_phases(ours, seconds)}
+    return {k: ours.get(k) for k in OURS_KEYS} | measured, False
 
 
 def _split_seconds(seed: dict[str, Any], ours: dict[str, Any]) -> tuple[float, float]:
@@ -162,4 +179,6 @@ def run(args: argparse.Namespace) -> int:
         f"test split ({split_rows} rows): seed loop {seed_split_s} s, ours {ours_split_s} s: "
         f"{speedup}x; our command {ours.get('command_seconds')} s to its exit"
     )
+    if ours["phases"]:
+        print(f"our {summary_line(ours['phases'])}, after it {ours['phases']['after_seconds']} s")
     return 0

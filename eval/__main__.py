@@ -5,8 +5,6 @@ Each command is a module with `add_arguments(parser)` and `run(args)` (preproces
 
 from __future__ import annotations
 
-import sys
-
 from preprocessing.cli import run_commands
 
 COMMANDS = {
@@ -24,4 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inference.startup import exit_without_teardown, own_process
+
+    own_process()  # a process of its own: start-up timed, unused packages kept out
+    exit_without_teardown(main())

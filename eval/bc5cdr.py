@@ -170,7 +170,7 @@ def _refresh_run(out: Path) -> None:
     if not (eval_dir / "metrics.json").is_file():
         return
     try:
-        from eval.generate import refresh_outputs
+        from eval.outputs import refresh_outputs
 
         refresh_outputs(eval_dir.parent)
     except Exception as error:  # noqa: BLE001 - see docstring

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.generate_timing import PhaseClock, decoding_timing, print_summary
+from eval.outputs import write_outputs
 from eval.score import InputError, check_row, read_jsonl, score_rows
 from inference.decode import Generation, generate_greedy
 from inference.load import device_and_dtype, device_name, load_model
@@ -35,14 +36,15 @@ from inference.run import (
     load_tokenizer,
     local_or_hub,
     no_run_message,
+    recipe_base_model,
     run_records,
     source_of_recipe,
     source_of_run,
     stop_token_ids,
 )
+from inference.startup import import_decoding_stack, keep_out_unused, kept_out_packages
 from preprocessing.files import (
     FileFormatError,
-    atomic_write_json,
     atomic_write_jsonl,
     sha256_file,
 )
@@ -125,9 +127,8 @@ def load_test_rows(path: Path, limit: int | None) -> tuple[list[dict], int]:
 
 def default_max_new_tokens(tokenizer: Any, rows: list[dict]) -> int:
     """1.5 x the longest gold answer in tokens (+ the stop token), within sane bounds."""
-    longest = max(
-        len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows
-    )
+    answers = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    longest = max(map(len, answers))
     return min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, math.ceil(1.5 * longest) + 1))
 
 
@@ -141,20 +142,26 @@ def decode(
     max_new_tokens: int,
     batch_size: int | None,
     engine: str,
+    clock: PhaseClock,
 ) -> tuple[list[Generation], dict[str, Any]]:
     """The target's model loaded once, then every prompt decoded: (generations, settings with
-    `seconds` (decoding) and `load_seconds`)."""
+    `seconds` (decoding) and `load_seconds`); the clock's "load" and "decode" phases end."""
     if engine == "vllm":
         from inference.vllm_backend import generate_vllm
 
-        return generate_vllm(target, tokenizer, prompts, max_new_tokens)
+        generations, settings = generate_vllm(target, tokenizer, prompts, max_new_tokens)
+        clock.end("decode")
+        clock.move(settings["load_seconds"], "decode", "load")  # vLLM loads inside
+        return generations, settings
     started = time.perf_counter()
     model = load_model(target.model, target.adapter, tokenizer)
     load_seconds = time.perf_counter() - started
     stops = stop_token_ids(tokenizer, model.generation_config)
+    clock.end("load")
     generations, stats = generate_greedy(
         model, tokenizer, prompts, max_new_tokens, stops, batch_size, True, engine
     )
+    clock.end("decode")
     return generations, {
         **stats,
         "load_seconds": round(load_seconds, 3),
@@ -162,23 +169,6 @@ def decode(
         "dtype": str(device_and_dtype()[1]).removeprefix("torch."),
         "batch_size": batch_size or "auto",
         "stop_token_ids": stops,
-    }
-
-
-def _timing(settings: dict[str, Any], rows: int, started: float) -> dict[str, Any]:
-    """metrics.json's timing record: decoding (and its phases), loading, command total."""
-    seconds = settings["seconds"]
-    tokens = settings["generated_tokens"]
-    return {
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(rows / seconds, 3) if seconds else None,
-        "generated_tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-        "prefill_seconds": settings.get("prefill_seconds"),
-        "decode_seconds": settings.get("decode_seconds"),
-        "decode_steps": settings.get("decode_steps"),
-        "load_seconds": round(settings["load_seconds"], 3),
-        "total_seconds": round(time.perf_counter() - started, 3),  # loading included
     }
 
 
@@ -191,22 +181,32 @@ def run_eval(
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     engine: str = "auto",
+    clock: PhaseClock | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and report; returns the metrics written to metrics.json."""
-    import torch
-
+    """Generate, score and report; returns the metrics written to metrics.json. `clock`: the
+    command's, started at its beginning (default: one started now)."""
+    clock = clock or PhaseClock()
     rows, rows_in_split = load_test_rows(target.test_file, limit)
     if not rows:
         raise InputError(f"{target.test_file}: no rows to evaluate")
     full_eval_dir = target.out_dir
     target = dataclasses.replace(target, out_dir=eval_dir(full_eval_dir, len(rows), rows_in_split))
+    clock.end("prepare")
+    # vLLM loads the model with its own classes.
+    import_decoding_stack(target.adapter is not None, model=engine != "vllm")
+    clock.end("imports")
+    import torch
+
     torch.manual_seed(0)
     started = time.perf_counter()
     tokenizer = load_tokenizer(target)
     prompts = encode_prompts(tokenizer, rows)
     max_new_tokens = max_new_tokens or default_max_new_tokens(tokenizer, rows)
     print(f"{len(rows)} rows; max_new_tokens={max_new_tokens}", file=sys.stderr)
-    generations, settings = decode(target, tokenizer, prompts, max_new_tokens, batch_size, engine)
+    clock.end("prepare")
+    generations, settings = decode(
+        target, tokenizer, prompts, max_new_tokens, batch_size, engine, clock
+    )
     print(
         f"engine: {settings['engine']} ({settings.get('engine_reason', 'requested')}); "
         f"{settings['generated_tokens']} tokens in {settings['seconds']:.1f} s "
@@ -226,7 +226,8 @@ def run_eval(
     atomic_write_jsonl(predictions_path, predictions)
     metrics = score_rows(predictions, str(predictions_path))
     metrics.update(_metrics(target, rows_in_split, predictions, settings, max_new_tokens, started))
-    _write_outputs(target, full_eval_dir, metrics, predictions)
+    metrics["timing"]["kept_out_packages"] = kept_out_packages()
+    write_outputs(target.out_dir, metrics, predictions, clock, full_eval_dir)
     return metrics
 
 
@@ -258,28 +259,9 @@ def _metrics(
         "engine": {k: v for k, v in settings.items() if k not in engine_keys},
         "max_new_tokens": max_new_tokens,
         "hit_max_new_tokens": sum(p["finish_reason"] == "length" for p in predictions),
-        "timing": _timing(settings, len(predictions), started),
+        "timing": decoding_timing(settings, len(predictions), started),
         "created": now(),
     }
-
-
-def _write_outputs(
-    target: Target, full_eval_dir: Path, metrics: dict[str, Any], predictions: list[dict]
-) -> None:
-    """metrics.json, report.md, f1.png; then the model card (a full eval of a run) or the
-    recipe's runs' reports (a new base eval)."""
-    from eval.report import write_plot, write_report
-
-    atomic_write_json(target.out_dir / "metrics.json", metrics)
-    write_report(target.out_dir, metrics, predictions)
-    write_plot(target.out_dir, metrics)
-    if target.out_dir != full_eval_dir:
-        pass  # a partial eval: the full one, the card and the base comparisons stay as they are
-    elif target.run:
-        refresh_model_card(Path(target.run))
-    else:  # a new base eval: the recipe's evaluated runs can now show base vs fine-tuned
-        for run_dir in runs_of_recipe(target.out_dir.parent.parent, target.recipe):
-            refresh_outputs(run_dir)
 
 
 def eval_dir(full: Path, rows_evaluated: int, rows_in_split: int) -> Path:
@@ -288,38 +270,6 @@ def eval_dir(full: Path, rows_evaluated: int, rows_in_split: int) -> Path:
     if rows_evaluated >= rows_in_split:
         return full
     return full.with_name(f"{full.name}-limit{rows_evaluated}")
-
-
-def runs_of_recipe(runs_dir: Path, recipe: str | None) -> list[Path]:
-    """Evaluated runs (not base evals) of a recipe under runs_dir."""
-    found = []
-    for path in sorted(runs_dir.glob("*/eval/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if metrics.get("recipe") == recipe and metrics.get("kind") != "base":
-            found.append(path.parent.parent)
-    return found
-
-
-def refresh_outputs(run_dir: Path) -> None:
-    """Rewrite a run's report.md and f1.png from its saved eval, then its model card."""
-    from eval.report import write_plot, write_report
-
-    out = run_dir / "eval"
-    metrics = json.loads((out / "metrics.json").read_text())
-    predictions = [row for _, row in read_jsonl(out / "predictions.jsonl")]
-    write_report(out, metrics, predictions)
-    write_plot(out, metrics)
-    refresh_model_card(run_dir)
-
-
-def refresh_model_card(run_dir: Path) -> None:
-    """The run's README.md carries the eval results; pushed when hub pushes are on.
-
-    The eval itself is already on disk, so a failing card only warns (training/model_card.py).
-    """
-    from training.model_card import refresh_model_card as rewrite_and_push_card
-
-    rewrite_and_push_card(run_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -361,6 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    clock = PhaseClock(from_process_start=True)
     if args.run is None and args.base is None:
         print(no_run_message("eval", args.runs_dir), file=sys.stderr)
         return 2
@@ -369,14 +320,19 @@ def run(args: argparse.Namespace) -> int:
             if args.processed is not None:
                 raise InputError("--processed goes with --base; a run knows its own split")
             target = resolve_run(args.run, args.split_file, args.merged)
+            keep_out_unused(target.model, args.engine)
         else:
             if args.merged:
                 raise InputError("--merged goes with --run")
+            # Before the recipe's chat template brings in Axolotl, hence transformers.
+            keep_out_unused(recipe_base_model(args.base), args.engine)
             target = resolve_base(args.base, args.processed, args.split_file, args.runs_dir)
         for name in ("limit", "batch_size", "max_new_tokens"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        metrics = run_eval(target, args.limit, args.batch_size, args.max_new_tokens, args.engine)
+        metrics = run_eval(
+            target, args.limit, args.batch_size, args.max_new_tokens, args.engine, clock
+        )
     except (InputError, RunError, FileFormatError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -390,4 +346,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}/{{predictions.jsonl,metrics.json,report.md,f1.png}}")
     if out != target.out_dir:
         print(f"partial evaluation (--limit): {target.out_dir}/ and the model card are unchanged")
+    print_summary(metrics["timing"]["phases"])
     return 0

@@ -6,11 +6,12 @@ python -m inference serve --run runs/<dir> [--host 127.0.0.1] [--port 8000]
 
 from __future__ import annotations
 
-import sys
-
 from preprocessing.cli import run_commands
 
 COMMANDS = {"extract": "inference.corpus", "serve": "inference.serve_command"}
 
 if __name__ == "__main__":
-    sys.exit(run_commands("python -m inference", __doc__, COMMANDS))
+    from inference.startup import exit_without_teardown, own_process
+
+    own_process()  # a process of its own: unused packages may be kept out (inference/startup.py)
+    exit_without_teardown(run_commands("python -m inference", __doc__, COMMANDS))

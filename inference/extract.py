@@ -26,6 +26,7 @@ from inference.run import (
     stop_token_ids,
     system_prompt_of,
 )
+from inference.startup import keep_out_unused
 from preprocessing.task import TASKS, build_prompt, parse_items, parse_relation
 
 # BC5CDR answers are at most a few hundred tokens; a model that never stops is cut here.
@@ -85,6 +86,7 @@ class Extractor:
             raise RunError("max_new_tokens must be at least 1")
         run_dir = Path(run_dir)
         self.source: ModelSource = source_of_run(run_dir, merged)
+        keep_out_unused(self.source.model, engine)  # only in a command's own process
         # run.json's system prompt is what training used (None: the template had none).
         self.system_prompt = system_prompt_of(run_dir)
         self.tokenizer = load_tokenizer(self.source)  # the run's own chat template

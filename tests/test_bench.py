@@ -206,6 +206,9 @@ def test_eval_smoke_runs_the_seed_loop_and_our_eval_with_the_same_budget(smoke_t
     seed, ours = result["seed"], result["ours"]
     assert seed["rows_generated"] == 2 and ours["rows_evaluated"] == 2
     assert seed["max_new_tokens"] == ours["max_new_tokens"]
+    # Our command's phases, and the time its process took beyond them, measured outside.
+    assert ours["phases"]["command_seconds"] <= ours["command_seconds"] + 0.05
+    assert ours["phases"]["after_seconds"] >= 0
     assert result["seed_split_projected"] and result["ours_split_projected"]
     rows = result["split_rows"]
     expected = seed["timing"]["load_seconds"] + rows * seed["timing"]["seconds_per_row"]
