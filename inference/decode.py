@@ -109,6 +109,13 @@ def _decode_with(
     return tokens, stats
 
 
+def _reporter(on_done: Callable | None, stop_set: set[int], tokenizer: Any) -> Callable | None:
+    """on_done(index, Generation) as the engines' on_done(index, token ids)."""
+    if on_done is None:
+        return None
+    return lambda index, row: on_done(index, finish(row, stop_set, tokenizer))
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -133,8 +140,7 @@ def generate_greedy(
     keep_state: whether the fast engine keeps its KV cache and CUDA graphs for the next call
     (default: unless the model is in training mode; a training loop passes False: between its
     evaluations the memory belongs to training).
-    on_done(index, generation): called as each prompt's answer is finished, for callers that
-    write results as they come (the fast engine finishes rows while others still decode).
+    on_done(index, generation): called as each answer is done (fast: while others decode).
     stats: engine, engine_reason, seconds, prefill_seconds, decode_seconds, decode_steps,
     generated_tokens, tokens_per_second, plus the engine's own (hf: rounds; fast: rows in flight,
     admissions, buckets, graphs).
@@ -146,12 +152,6 @@ def generate_greedy(
     longest = max(map(len, prompts), default=0) + max_new_tokens
     chosen, why = choose_engine(model, engine, longest)
     stop_set = set(stops)
-    report = None
-    if on_done is not None:
-
-        def report(index: int, row: list[int]) -> None:
-            on_done(index, finish(row, stop_set, tokenizer))
-
     was_training = model.training
     model.eval()  # no dropout while decoding, whatever the caller (a training loop) had set
     started = time.perf_counter()
@@ -160,7 +160,8 @@ def generate_greedy(
             tokens, stats = _decode_with(
                 chosen, model, tokenizer, prompts, max_new_tokens, stops, batch_size, progress,
                 keep_state=not was_training if keep_state is None else keep_state,
-                max_cache_gib=max_cache_gib, on_done=report, **hf_options,
+                max_cache_gib=max_cache_gib, on_done=_reporter(on_done, stop_set, tokenizer),
+                **hf_options,
             )  # fmt: skip
     finally:
         model.train(was_training)

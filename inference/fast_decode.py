@@ -193,7 +193,7 @@ class _Run:
         self.max_new_tokens, self.use_graphs = max_new_tokens, use_graphs
         self.capacity, self.first_bucket = shape  # rows in flight, the batch they decode in
         self.prefill_tokens = PREFILL_TOKENS[decoder.device.type]
-        self.on_done = None  # called (row, tokens) as a row finishes
+        self.on_done = lambda row, tokens: None  # called as a row finishes
         self.prefill_seconds = self.decode_seconds = 0.0
         self.steps = self.captures = 0
         self.admissions: list[int] = []  # rows prefilled into free slots, per prefill
@@ -253,7 +253,7 @@ class _Run:
                 if self._done(generated[row]):
                     slots[slot] = -1
                     finished.append(slot)
-                    self._report(row, generated[row])
+                    self.on_done(row, generated[row])
         bar.update(len(finished))
         self._reset(finished)
         self.decode_seconds += time.perf_counter() - started
@@ -267,10 +267,6 @@ class _Run:
         if index.numel():
             self.state.tokens[index] = 0
             self.state.positions[index] = 0
-
-    def _report(self, row: int, tokens: list[int]) -> None:
-        if self.on_done is not None:
-            self.on_done(row, tokens)
 
     def _done(self, tokens: list[int]) -> bool:
         return tokens[-1] in self.stops or len(tokens) >= self.max_new_tokens
@@ -292,7 +288,7 @@ class _Run:
             generated[row].append(token)
             if self._done(generated[row]):
                 done.append(slot)
-                self._report(row, generated[row])
+                self.on_done(row, generated[row])
             else:
                 slots[slot] = row
         bar.update(len(done))
