@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from preprocessing.files import REPO, repo_relative
+from preprocessing.process_clock import process_started
 from training.build_model import SAMPLE_DATA
 from training.console import say
-from training.phases import process_started
 from training.recipes import TINY_RECIPE
 from training.train import train
 

@@ -46,6 +46,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from preprocessing.process_clock import process_age as own_process_age
+
 # Never used by greedy decoding without an assistant model; the second group unless quantized.
 UNUSED = ("sklearn",)
 UNUSED_UNLESS_QUANTIZED = ("scipy", "bitsandbytes", "torchao")
@@ -63,20 +65,9 @@ def own_process() -> None:
 
 
 def process_age() -> float | None:
-    """Seconds since this process started, from the kernel's own record (Linux /proc: the start
-    in clock ticks since boot, and the seconds since boot); None in a process that is not the
-    command's own (its age would not be the command's) or where /proc cannot say."""
-    if not _own_process:
-        return None
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        # Field 2, the program name, may hold spaces: count fields after its closing ')'.
-        # There the start time (field 22 of proc(5)) is the 20th.
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
+    """Seconds since this process started (preprocessing.process_clock); None in a process that
+    is not the command's own (its age would not be the command's) or where /proc cannot say."""
+    return own_process_age() if _own_process else None
 
 
 def is_quantized(model: str) -> bool | None:

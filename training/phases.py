@@ -95,14 +95,3 @@ def epoch_tokens(dataset: Any) -> int | None:
     if "input_ids" in columns:
         return int(sum(len(ids) for ids in dataset["input_ids"]))
     return None
-
-
-def process_started() -> float:
-    """When this process started (epoch seconds): a command's phases count from there, so the
-    interpreter's and the imports' start-up time is in them too."""
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:  # no psutil, or the OS will not say: from now
-        return time.time()

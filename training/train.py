@@ -25,6 +25,7 @@ from typing import Any
 
 from preprocessing.errors import PrepareError
 from preprocessing.files import REPO, now, repo_relative
+from preprocessing.process_clock import process_started
 from training import preflight
 from training.build_model import TINY_OUT, build_tiny
 from training.config import apply_overrides, parse_override, resolve_config, set_hub, write_config
@@ -35,7 +36,7 @@ from training.hardware import hardware
 from training.hub import hub_repo, hub_token, hub_url
 from training.launch import axolotl_command, run_logged, scrub_run_dir, trainer_runtime
 from training.model_card import refresh_model_card
-from training.phases import MARKS_FILE, PhaseMarks, phases, process_started, summary
+from training.phases import MARKS_FILE, PhaseMarks, phases, summary
 from training.recipes import RUNS, load_config, load_recipe
 from training.row_lengths import report_long_rows
 from training.run_plots import plot_loss
