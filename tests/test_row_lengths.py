@@ -29,6 +29,29 @@ def test_fast_count_equals_the_transformers_count(tiny_model, processed_sample):
     assert len(exact) == 48 and min(exact) > 100
 
 
+def test_rows_too_short_in_bytes_are_not_tokenized(tiny_model, processed_sample, monkeypatch):
+    """With a limit, rows whose rendered bytes (+ margin) stay within it get that bound instead
+    of a count: never below their real length, never above the limit; every row that could be
+    longer is counted exactly. A limit above every bound loads no tokenizer at all."""
+    import tokenizers
+
+    chats = read_chats(processed_sample / "train.jsonl")
+    exact = fast_lengths(TINY, chats)
+    pairs = list(zip(exact, fast_lengths(TINY, chats, 10**6), strict=True))  # (count, bound)
+    assert all(count <= bound for count, bound in pairs)  # the byte bound holds
+    for limit in (sorted(exact)[24], sorted(bound for _, bound in pairs)[24]):
+        got = fast_lengths(TINY, chats, limit)
+        for (count, bound), value in zip(pairs, got, strict=True):
+            assert value == (bound if bound <= limit else count)
+        assert sum(v > limit for v in got) == sum(count > limit for count in exact)
+
+    def no_tokenizer(*args, **kwargs):
+        raise AssertionError("no row needs tokenizing")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_file", no_tokenizer)
+    assert max(fast_lengths(TINY, chats, 10**6)) <= 10**6
+
+
 def test_what_axolotl_tokenizes_is_what_is_counted(tiny_model, processed_sample):
     """The count is Axolotl's own tokenization of a row (its chat_template strategy)."""
     from axolotl.prompt_strategies.chat_template import load as load_strategy
