@@ -96,6 +96,7 @@ class RunPlugin(BasePlugin):
     def __init__(self) -> None:
         super().__init__()
         self.marks = PhaseMarks(start=None)
+        self.marks.keep_peaks_across_resets()  # Axolotl resets the counter at every log line
         self.recorder: _Recorder | None = None
         self.post_train_calls = 0
 

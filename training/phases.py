@@ -33,6 +33,25 @@ class PhaseMarks:
         self.marks: list[dict[str, Any]] = []
         self.start = time.time() if start is None else start
         self.meta: dict[str, Any] = {}  # facts the phases are read with (tokens per epoch, ...)
+        self.folded = 0  # bytes: the phase's peak before someone else reset the counter
+        self._reset: Any = None  # torch's own reset, once keep_peaks_across_resets() ran
+
+    def keep_peaks_across_resets(self) -> None:
+        """In a process where other code resets torch's peak-memory counter (Axolotl does at
+        every log line, the HF Trainer's memory tracker at each stage), a phase's peak would be
+        lost: every reset now first folds the peak so far into this record."""
+        import torch
+
+        if self._reset is not None:
+            return
+        self._reset = reset = torch.cuda.reset_peak_memory_stats
+
+        def reset_keeping_peak(device: Any = None) -> None:
+            if torch.cuda.is_initialized():
+                self.folded = max(self.folded, torch.cuda.max_memory_allocated(device))
+            reset(device)
+
+        torch.cuda.reset_peak_memory_stats = reset_keeping_peak
 
     def mark(self, ended: str) -> None:
         """The phase ``ended`` ends now. On CUDA the GPU is synchronised first (its queued work
@@ -41,8 +60,9 @@ class PhaseMarks:
         torch = sys.modules.get("torch")  # never imported for this (the launcher stays light)
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
-            peak = _gib(torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
+            peak = _gib(max(self.folded, torch.cuda.max_memory_allocated()))
+            (self._reset or torch.cuda.reset_peak_memory_stats)()
+            self.folded = 0
         self.marks.append({"phase": ended, "end": time.time(), "peak_gib": peak})
 
     def write(self, path: Path) -> None:
