@@ -125,10 +125,10 @@ def rows_in_flight(
     rows: int, batch_size: int | None, memory_limit: int | None, device: str
 ) -> tuple[int, int]:
     """(rows decoded together, the batch they decode in): all `rows`, at most `batch_size`
-    (default MAX_ROWS) and `memory_limit`; the batch is their bucket, or where that bucket's
-    cache would not fit, exactly the rows that fit."""
+    (default MAX_ROWS) and `memory_limit`; on a GPU the batch is their bucket (few shapes, few
+    graphs) or, where it would not fit, the rows that fit; on CPU (no graphs) just the rows."""
     wanted = min(rows, batch_size or MAX_ROWS[device], memory_limit or rows)
-    bucket = bucket_for(wanted)
+    bucket = bucket_for(wanted) if device == "cuda" else wanted
     return wanted, bucket if memory_limit is None else min(bucket, memory_limit)
 
 
@@ -333,7 +333,7 @@ class _Run:
             v_cache[:count] = v_cache.index_select(0, index)
         for buffer in (state.tokens, state.positions):
             buffer[:count] = buffer.index_select(0, index)
-        bucket = bucket_for(count)
+        bucket = bucket_for(count) if self.use_graphs else count
         slots[:] = [slots[s] for s in keep] + [-1] * (bucket - count)
         self._reset(range(count, bucket))
         return bucket
