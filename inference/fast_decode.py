@@ -3,8 +3,9 @@ preallocated KV cache, scheduled for a GPU.
 
 - Rows are sorted longest prompt first. As many are in flight as the KV cache of `longest
   prompt + max_new_tokens` tokens each lets fit (in free GPU memory, under `max_cache_gib`).
-- Prefill: rows in chunks of at most PREFILL_TOKENS padded tokens, right-padded, each into its
-  own cache row ("slot"); logits only at each row's last token.
+- Prefill (inference.fast_prefill): the admitted rows' common prefix once, then their own tokens
+  in chunks of at most PREFILL_TOKENS padded tokens, right-padded, each into its own cache row
+  ("slot"); logits only at each row's last token.
 - Decode: one token per row per step over a fixed-shape batch ("bucket"). A row that stops frees
   its slot; once a quarter of the slots are free, the next waiting rows are prefilled into them
   (continuous batching: the batch stays full while rows wait, and one long answer does not hold
@@ -23,7 +24,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.fast_model import Decoder, decode_step, decoder_of, prefill, rotary_tables
+from inference.fast_model import Decoder, decode_step, decoder_of, rotary_tables
+from inference.fast_prefill import prefill_rows
 
 # Padded prompt tokens per prefill forward (GPU / CPU): bounds activation memory.
 PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
@@ -278,7 +280,9 @@ class _Run:
         started = time.perf_counter()
         rows = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
         taken = free[: len(rows)]
-        first = self._prefill([prompts[row] for row in rows], taken)
+        first = prefill_rows(
+            self.decoder, self.state, [prompts[row] for row in rows], taken, self.prefill_tokens
+        )
         device = self.decoder.device
         index = torch.tensor(taken, dtype=torch.long, device=device)
         self.state.tokens[index] = torch.tensor(first, device=device)
@@ -296,29 +300,6 @@ class _Run:
         self.admissions.append(len(rows))
         self.prefill_seconds += time.perf_counter() - started
         return len(rows) - len(done)
-
-    def _prefill(self, prompts: list[list[int]], slots: list[int]) -> list[int]:
-        """First generated token of each row, its prompt's K/V in its slot's cache row at
-        positions 0..len-1. Rows come longest first."""
-        import torch
-
-        budget = self.prefill_tokens
-        device = self.decoder.device
-        first: list[int] = []
-        start = 0
-        while start < len(prompts):
-            width = len(prompts[start])  # the longest of the chunk: rows come longest first
-            end = min(len(prompts), start + max(1, budget // width))
-            chunk = prompts[start:end]
-            ids = torch.tensor([p + [0] * (width - len(p)) for p in chunk], device=device)
-            lengths = torch.tensor([len(p) for p in chunk], device=device)
-            index = torch.tensor(slots[start:end], dtype=torch.long, device=device)
-            tokens = prefill(
-                self.decoder, self.state.cache, index, ids, lengths, self.state.cos, self.state.sin
-            )
-            first += tokens.tolist()
-            start = end
-        return first
 
     def _compact(self, slots: list[int]) -> int:
         """Move the rows still going to the front slots; the new (smaller) bucket."""

@@ -96,11 +96,13 @@ def _mlp_block(layer: Any, hidden: Any) -> Any:
 
 
 def prefill(
-    decoder: Decoder, cache: list[tuple[Any, Any]], rows: Any, ids: Any, lengths: Any, cos, sin
-) -> Any:
+    decoder: Decoder, cache: list[tuple[Any, Any]], rows: Any, ids: Any, lengths: Any, cos, sin,
+    offset: int = 0,
+) -> Any:  # fmt: skip
     """Run right-padded prompts ids [B, T] (real lengths `lengths`), write their K/V into cache
-    rows `rows` (a slice or B row indices) at positions 0..T-1, and return the greedy next token
-    of each row [B].
+    rows `rows` (a slice or B row indices) at positions offset..offset+T-1, and return the greedy
+    next token of each row [B]. With an `offset`, positions 0..offset-1 of those rows already
+    hold a prefix's K/V (inference.fast_prefill): every token attends to all of it.
 
     Causal attention over right padding: a real token never sees a padding token (they all come
     after it), and the padding's own K/V lie beyond the row's length, never read before the
@@ -111,16 +113,22 @@ def prefill(
 
     batch, length = ids.shape
     hidden = decoder.embed(ids)
-    cos_t, sin_t = cos[:length][None], sin[:length][None]
+    end = offset + length
+    cos_t, sin_t = cos[offset:end][None], sin[offset:end][None]
+    # Query i (position offset + i) sees keys 0..offset + i.
+    visible = torch.ones(length, end, dtype=torch.bool, device=ids.device).tril(offset)
     for layer, (k_cache, v_cache) in zip(decoder.layers, cache, strict=True):
         attention = layer.self_attn
         q, k, v = _projections(decoder, attention, layer.input_layernorm(hidden))
         q, k = decoder.rotate(q, k, cos_t, sin_t)
-        k_cache[rows, :, :length] = k
-        v_cache[rows, :, :length] = v
+        k_cache[rows, :, offset:end] = k
+        v_cache[rows, :, offset:end] = v
+        if offset:
+            k, v = k_cache[rows, :, :end], v_cache[rows, :, :end]
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=decoder.scale, enable_gqa=decoder.group > 1
-        )
+            q, k, v, attn_mask=visible if offset else None, is_causal=not offset,
+            scale=decoder.scale, enable_gqa=decoder.group > 1,
+        )  # fmt: skip
         out = out.transpose(1, 2).reshape(batch, length, decoder.heads * decoder.head_dim)
         hidden = _mlp_block(layer, hidden + attention.o_proj(out))
     last = hidden[torch.arange(batch, device=hidden.device), lengths - 1]

@@ -210,3 +210,27 @@ def test_other_families_give_the_hf_tokens(family: str) -> None:
     fast, stats = decode(model, prompts, stops, "fast")
     assert stats["engine"] == "fast"
     assert fast == expected
+
+
+def test_a_common_prefix_is_prefilled_once_with_the_same_tokens(tiny, sample_prompts, monkeypatch):
+    """Rows that share their first 40 tokens (a system prompt, say): the prefix goes through the
+    model once, the rows' own tokens attend to it, and the answers are HF generate's."""
+    import inference.fast_prefill
+    from inference.fast_prefill import shared_prefix
+
+    prefix = sample_prompts[-1][:40]
+    prompts = [prefix + p[-(5 + 3 * i) :] for i, p in enumerate(sample_prompts)]
+    assert shared_prefix(prompts) >= 40
+    stops = stops_that_split(tiny, prompts)
+    expected, _ = decode(tiny, prompts, stops, "hf", batch_size=4)
+    offsets = []
+    original = inference.fast_prefill.prefill
+
+    def spy(*args, offset=0, **kwargs):
+        offsets.append((args[3].shape[0], offset))  # (rows, offset)
+        return original(*args, offset=offset, **kwargs)
+
+    monkeypatch.setattr(inference.fast_prefill, "prefill", spy)
+    fast, _ = decode(tiny, prompts, stops, "fast")
+    assert fast == expected
+    assert offsets[0] == (1, 0) and offsets[1][1] >= 40  # the prefix once, then the rest on it

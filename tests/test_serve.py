@@ -224,7 +224,8 @@ def test_eight_concurrent_requests_are_decoded_together(server):
     """8 concurrent requests: one extract call, and far less time than 8 one after another.
 
     Best of 3 each: the CPU is shared. The bound is 4x one request, not 1x: on CPU the tiny
-    model's decode of 24 prompts itself takes ~3x that of 3 (the HTTP layer adds no wait).
+    model's decode of 24 prompts is compute, ~2x that of 3 on a quiet machine (the HTTP layer
+    adds no wait); a busy machine spreads it.
     """
     post(server, {"text": ABSTRACT})  # warm
     single: list = []
