@@ -110,13 +110,15 @@ def prefill(
     """
     import torch
     import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
 
     batch, length = ids.shape
     hidden = decoder.embed(ids)
     end = offset + length
     cos_t, sin_t = cos[offset:end][None], sin[offset:end][None]
-    # Query i (position offset + i) sees keys 0..offset + i.
-    visible = torch.ones(length, end, dtype=torch.bool, device=ids.device).tril(offset)
+    # Query i (position offset + i) sees keys 0..offset + i: causal, aligned to the lower right
+    # (what flash / memory-efficient attention do natively; no mask is materialised on a GPU).
+    visible = causal_lower_right(length, end) if offset else None
     for layer, (k_cache, v_cache) in zip(decoder.layers, cache, strict=True):
         attention = layer.self_attn
         q, k, v = _projections(decoder, attention, layer.input_layernorm(hidden))
@@ -126,7 +128,7 @@ def prefill(
         if offset:
             k, v = k_cache[rows, :, :end], v_cache[rows, :, :end]
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=visible if offset else None, is_causal=not offset,
+            q, k, v, attn_mask=visible, is_causal=not offset,
             scale=decoder.scale, enable_gqa=decoder.group > 1,
         )  # fmt: skip
         out = out.transpose(1, 2).reshape(batch, length, decoder.heads * decoder.head_dim)
