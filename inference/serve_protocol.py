@@ -13,6 +13,11 @@ request with a JSON `{"error": ...}` and closes the connection:
 
 The whole-body read deadline is the application's (`inference.serve`), since only it knows when
 it stops reading.
+
+Closing is lingering: a plain close while the client is still sending (a trickling body that got
+its 408, a body too large for 413) makes the kernel answer with a reset, which can destroy the
+response before the client reads it. So a close first half-closes (the response and a FIN go
+out), drops whatever still arrives, and closes when the client does, or after LINGER_S.
 """
 
 from __future__ import annotations
@@ -31,6 +36,32 @@ log = logging.getLogger("inference.serve")
 _HEAD_BYTES_KEPT = 65_536
 _CONTENT_LENGTH_LINE = re.compile(rb"^content-length[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _ASCII_DIGITS = re.compile(rb"[0-9]+")
+# Seconds a closed connection still reads (and drops) what its client sends before it closes.
+LINGER_S = 2.0
+
+
+class LingeringTransport:
+    """The connection's transport, with close() as a lingering close (see the module's doc)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner, self.loop, self.lingering = transport, loop, False
+
+    def __getattr__(self, name: str):  # everything else is the transport's own
+        return getattr(self.inner, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self.inner.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        self.lingering = True
+        try:
+            self.inner.write_eof()  # the response, then a FIN; reading goes on
+        except (OSError, RuntimeError, NotImplementedError):
+            self.inner.close()
+            return
+        self.loop.call_later(LINGER_S, self.inner.close)
 
 
 def json_error_bytes(status: int, message: str) -> bytes:
@@ -68,7 +99,7 @@ class JsonH11Protocol(H11Protocol):
     head_timeout_s = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
         self.head = bytearray()
         self.head_timer: asyncio.TimerHandle | None = None
         self.over_limit = len(self.connections) > self.max_connections
@@ -139,6 +170,9 @@ class JsonH11Protocol(H11Protocol):
         )
 
     def eof_received(self) -> bool | None:
+        if self.transport.is_closing():  # lingering after our answer: the client is done too
+            self.transport.inner.close()
+            return None
         if self._waiting_for_head():
             if bytes(self.head).strip():
                 self.reject(HTTPStatus.BAD_REQUEST, "connection closed inside the request head")
