@@ -166,12 +166,9 @@ def fast_generate(
     capacity, bucket = rows_in_flight(len(prompts), batch_size, limit, decoder.device.type)
     use_graphs = decoder.device.type == "cuda"
     state = _state_for(lm, decoder, bucket, length, keep_state and use_graphs)
-    # Beside training (a cache cap given) the prefill's activations stay small too.
-    prefill_tokens = PREFILL_TOKENS[decoder.device.type]
-    if max_cache_gib is not None:
-        prefill_tokens = min(prefill_tokens, PREFILL_TOKENS_BESIDE_TRAINING)
     run = _Run(decoder, state, set(stops), max_new_tokens, use_graphs, (capacity, bucket))
-    run.prefill_tokens = prefill_tokens
+    if max_cache_gib is not None:  # beside training the prefill's activations stay small too
+        run.prefill_tokens = min(run.prefill_tokens, PREFILL_TOKENS_BESIDE_TRAINING)
     if on_done is not None:
         run.on_done = lambda row, tokens: on_done(order[row], tokens)
     with tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress) as bar:
@@ -265,10 +262,12 @@ class _Run:
         """Free slots feed token 0 at position 0 (their own cache row): harmless, in range."""
         import torch
 
-        index = torch.tensor(list(slots), dtype=torch.long, device=self.decoder.device)
-        if index.numel():
-            self.state.tokens[index] = 0
-            self.state.positions[index] = 0
+        slots = list(slots)
+        if not slots:  # most steps: no host-to-device copy at all
+            return
+        index = torch.tensor(slots, dtype=torch.long, device=self.decoder.device)
+        self.state.tokens[index] = 0
+        self.state.positions[index] = 0
 
     def _done(self, tokens: list[int]) -> bool:
         return tokens[-1] in self.stops or len(tokens) >= self.max_new_tokens
