@@ -23,6 +23,7 @@ COMMANDS = {
     "profile": "bench.profile_train",
     "profile-generate": "bench.profile_generate_command",
     "decoding": "bench.decoding_command",
+    "serve": "bench.serve",
     "levers": "bench.levers",
     "table": "bench.table",
 }

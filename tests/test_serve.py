@@ -532,3 +532,20 @@ def test_a_failing_model_is_a_json_500_and_the_service_goes_on(caplog):
         assert client.get("/health").json()["ready"] is True
     assert "extraction failed: RuntimeError: out of memory" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_serve_benchmark_times_one_request_and_eight_decoded_as_one_batch(tiny_run):
+    result_file = conftest.REPO / "bench" / "work" / "smoke-results" / "serve.json"
+    result_file.unlink(missing_ok=True)
+    done = subprocess.run(
+        [conftest.PYTHON, "-m", "bench", "serve", "--smoke", "--run", str(tiny_run)],
+        cwd=conftest.REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    (start,) = result["starts"]
+    assert start["batches_per_concurrent_group"] == [1]  # the 8 requests: one extract call
+    assert 0 < start["one_request_s"] < start["concurrent_s"]
+    assert result["ratio_min"] == start["ratio"]
+    assert start["ratio"] == pytest.approx(start["concurrent_s"] / start["one_request_s"], abs=0.01)
+    assert "within 2x in" in done.stdout
