@@ -11,6 +11,8 @@ one greedy decode (inference.decode), and the answers are parsed with the shared
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from preprocessing.task import TASKS, build_prompt, parse_items, parse_relation
 
 # BC5CDR answers are at most a few hundred tokens; a model that never stops is cut here.
 DEFAULT_MAX_NEW_TOKENS = 512
+# Texts whose prompt token ids are kept for reuse (a service's batches are far smaller).
+RECENT_PROMPTS = 1024
 _KEYS = {"chemical": "chemicals", "disease": "diseases"}
 
 
@@ -97,6 +101,10 @@ class Extractor:
         # The longest prompt that leaves room for a whole answer.
         self.max_prompt_tokens = context_length(self.model, self.tokenizer) - max_new_tokens
         self.last_stats: dict[str, Any] = {}  # the last extract() call's decoding stats
+        # The token ids of the texts seen last (the service's request threads and its decode
+        # thread both read and write them).
+        self._recent_prompts: OrderedDict[str, list[list[int]]] = OrderedDict()
+        self._prompt_lock = threading.Lock()
 
     @property
     def target(self) -> ModelSource:
@@ -109,8 +117,22 @@ class Extractor:
         return [*turns, {"role": "user", "content": build_prompt(task, text.strip())}]
 
     def prompts(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of every text's three prompts, text by text in TASKS order."""
-        return encode_chats(self.tokenizer, [self.messages(t, x) for x in texts for t in TASKS])
+        """Token ids of every text's three prompts, text by text in TASKS order. The service
+        measures a request's prompts before it joins a batch; the batch reuses them."""
+        with self._prompt_lock:
+            known = {text: self._recent_prompts.get(text) for text in texts}
+        new = list(dict.fromkeys(text for text, prompts in known.items() if prompts is None))
+        ids = encode_chats(self.tokenizer, [self.messages(t, x) for x in new for t in TASKS])
+        count = len(TASKS)
+        for number, text in enumerate(new):
+            known[text] = ids[number * count : (number + 1) * count]
+        with self._prompt_lock:
+            for text in texts:
+                self._recent_prompts[text] = known[text]
+                self._recent_prompts.move_to_end(text)
+            while len(self._recent_prompts) > RECENT_PROMPTS:
+                self._recent_prompts.popitem(last=False)
+        return [prompt for text in texts for prompt in known[text]]
 
     def prompt_tokens(self, text: str) -> int:
         """The longest of the three task prompts for this text, in tokens."""

@@ -55,6 +55,32 @@ def test_prompts_are_the_training_messages(extractor, processed_sample):
         assert extractor.messages(row["task"], abstract) == row["messages"][:-1]
 
 
+def test_prompts_reused_from_earlier_calls_are_the_ones_encoded_afresh(
+    extractor, sample_abstracts, monkeypatch
+):
+    """The service measures each request's prompts, then its batch reuses them: same ids as
+    encoding the batch in one go, duplicates included, and nothing encoded twice."""
+    texts = [f"{sample_abstracts[0]} Case {n}." for n in range(4)]
+    afresh = inference.extract.encode_chats(
+        extractor.tokenizer, [extractor.messages(t, x) for x in texts for t in TASKS]
+    )
+    monkeypatch.setattr(inference.extract, "RECENT_PROMPTS", 3)
+    extractor._recent_prompts.clear()
+    assert extractor.prompts(texts[1:2]) == afresh[3:6]
+    encoded: list[int] = []
+    original = inference.extract.encode_chats
+
+    def counting(tokenizer, chats):
+        encoded.append(len(chats))
+        return original(tokenizer, chats)
+
+    monkeypatch.setattr(inference.extract, "encode_chats", counting)
+    assert extractor.prompts([*texts, texts[0]]) == afresh + afresh[:3]
+    assert encoded == [3 * 3]  # texts 0, 2 and 3 once each; text 1 was known
+    # The 3 most recently used are kept, least recent first.
+    assert list(extractor._recent_prompts) == [texts[2], texts[3], texts[0]]
+
+
 def test_real_and_garbage_abstracts_in_one_decode(extractor, sample_abstracts, monkeypatch):
     calls = []
     original = inference.extract.generate_greedy
