@@ -73,6 +73,9 @@ def test_tiny_run_saves_the_training_chat_template(tiny_run):
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(tiny_run).chat_template == get_chat_template("llama3")
+    # Completed after training (training/tokenizer_files.py): later loads parse tokenizer.json once.
+    config = json.loads((tiny_run / "tokenizer_config.json").read_text())
+    assert config["added_tokens_decoder"]
 
 
 def test_unreachable_hub_warns_trains_locally_and_leaks_no_token(tiny_run):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from preprocessing.files import REPO, repo_relative, sha256_file
+from training.tokenizer_files import complete_tokenizer_config
 
 ARCH_DIR = REPO / "models" / "architectures"
 BUILT_DIR = REPO / "models" / "built"
@@ -238,6 +239,7 @@ def build(
     staging.chmod(0o755)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    complete_tokenizer_config(staging)
     n_chars = sum(len(t) for t in texts)
     n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     record = {
@@ -275,6 +277,7 @@ def build_tokenizer(
     texts = corpus_texts(data or [SAMPLE_DATA])
     tokenizer, _ = make_tokenizer(arch, texts, vocab_size, trained_tokenizer)
     tokenizer.save_pretrained(out)
+    complete_tokenizer_config(out)
     return Path(out)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from preprocessing.files import REPO, FileFormatError, load_yaml
+from training.tokenizer_files import complete_tokenizer_config
 
 # Keys changed in the config handed to axolotl's merge, and why.
 MERGE_OVERRIDES: dict[str, Any] = {
@@ -134,6 +135,7 @@ def _install_run_tokenizer(run_dir: Path, merged: Path) -> None:
     for name in _TOKENIZER_FILES:
         (merged / name).unlink(missing_ok=True)
     tokenizer.save_pretrained(merged)
+    complete_tokenizer_config(merged)
     if AutoTokenizer.from_pretrained(merged).chat_template != tokenizer.chat_template:
         raise MergeError(f"{merged}: chat template differs from the run's after saving")
 

@@ -47,6 +47,7 @@ from training.run_record import (
     read_record,
     update_record,
 )
+from training.tokenizer_files import complete_tokenizer_config
 
 
 @dataclass
@@ -238,6 +239,7 @@ def _finish(
         **evaluation_record(run_dir, config),
     )
     if finished:
+        complete_tokenizer_config(run_dir)  # every later load of the run's tokenizer is faster
         # After the final save: peft/axolotl write a README.md of their own, ours replaces it
         # (and is pushed when hub pushes are on). Warns, never fails the run.
         refresh_model_card(run_dir)
