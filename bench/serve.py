@@ -9,7 +9,8 @@ one single-abstract request and `--concurrent` simultaneous single-abstract requ
 batch window as one batch, so N concurrent requests should cost far less than N one after
 another; the target is N concurrent within 2x one. The texts are the abstracts of the repo's own
 sample data (data/sample), one per request. RUN defaults to the newest tiny-cpu run (`make demo`
-makes one); on CPU the server gets `--threads` torch threads (1, as in the tests).
+makes one); the server runs with torch's default threads (one per core, as a user's would) unless
+`--threads N` says otherwise (the tests use 1).
 -> bench/results/serve.json (--smoke: bench/work/smoke-results/serve.json)
 """
 
@@ -54,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tries", type=int, default=5, help="timings per start, best kept")
     parser.add_argument("--concurrent", type=int, default=8, help="simultaneous requests")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer budget")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of the server (default: torch's, one per core)"
+    )
     parser.add_argument("--out-dir", type=Path, help="also copy the result there")
     parser.add_argument(
         "--smoke", action="store_true", help="one start, one try, into bench/work/smoke-results"
@@ -126,7 +129,9 @@ def start_server(run: Path, args: argparse.Namespace, log: Path) -> tuple[subpro
         sys.executable, "-m", "inference", "serve", "--run", str(run), "--port", str(port),
         "--max-new-tokens", str(args.max_new_tokens),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     with log.open("a") as sink:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=sink)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -170,6 +175,12 @@ def measure_start(run: Path, args: argparse.Namespace, texts: list[str], log: Pa
     }
 
 
+def torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def newest_tiny_run() -> Path:
     runs = sorted(runs_of(TINY_RECIPE))
     if not runs:
@@ -180,7 +191,7 @@ def newest_tiny_run() -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.smoke:
         args.starts, args.tries = 1, 1
-    if min(args.starts, args.tries, args.concurrent, args.threads) < 1:
+    if min(args.starts, args.tries, args.concurrent, args.threads or 1) < 1:
         raise BenchError("--starts, --tries, --concurrent and --threads must be at least 1")
     served = args.run or newest_tiny_run()
     texts = sample_abstracts()
@@ -195,18 +206,20 @@ def run(args: argparse.Namespace) -> int:
               f"{args.concurrent} concurrent {last['concurrent_s']:.3f} s "
               f"({last['ratio']:.2f}x)", flush=True)  # fmt: skip
     ratios = [start["ratio"] for start in starts]
+    where = served.resolve()
+    shown_run = where.relative_to(REPO) if where.is_relative_to(REPO) else served
     result = {
         "benchmark": "serve",
         "smoke": args.smoke,
         **environment(),
-        "run": str(served.relative_to(REPO) if served.resolve().is_relative_to(REPO) else served),
+        "run": str(shown_run),
         "commands": [
-            f"OMP_NUM_THREADS={args.threads} python -m inference serve --run {served} "
-            f"--max-new-tokens {args.max_new_tokens}",
+            (f"OMP_NUM_THREADS={args.threads} " if args.threads else "")
+            + f"python -m inference serve --run {shown_run} --max-new-tokens {args.max_new_tokens}",
             shown([sys.executable, "-m", "bench", "serve", *sys.argv[2:]]),
         ],
         "max_new_tokens": args.max_new_tokens,
-        "torch_threads": args.threads,
+        "torch_threads": args.threads or torch_default_threads(),
         "concurrent": args.concurrent,
         "tries_per_start": args.tries,
         "texts": f"{len(texts)} abstracts of {SAMPLE.relative_to(REPO)}, one per request",
