@@ -28,7 +28,6 @@ from typing import Any
 
 from bench.common import LoadedRun, load_run
 from bench.metrics import write_json
-from bench.timer import cuda_sync
 
 STRATEGIES = ("fast", "rounds-static-cache", "rounds-dynamic-cache", "one-round", "transformers-cb")
 
@@ -102,6 +101,8 @@ def compare_strategies(
         "first_strategy": strategies[0],
         "strategies": results,
     }
+    from bench.timer import cuda_sync  # imports transformers' Trainer: only when measuring
+
     reference = None
     for strategy in strategies:
         if torch.cuda.is_available():
