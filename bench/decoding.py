@@ -69,6 +69,12 @@ def _decode(loaded: LoadedRun, strategy: str, max_new_tokens: int) -> tuple[list
     )  # fmt: skip
 
 
+def _cuda_sync() -> None:
+    from bench.timer import cuda_sync  # it imports transformers' Trainer: only when measuring
+
+    cuda_sync()
+
+
 def compare_strategies(
     run_dir: Path,
     strategies: list[str],
@@ -101,16 +107,14 @@ def compare_strategies(
         "first_strategy": strategies[0],
         "strategies": results,
     }
-    from bench.timer import cuda_sync  # imports transformers' Trainer: only when measuring
-
     reference = None
     for strategy in strategies:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the previous strategy's cache: free for this one
-        cuda_sync()
+        _cuda_sync()
         started = time.perf_counter()
         generations, stats = _decode(loaded, strategy, max_new_tokens)
-        cuda_sync()
+        _cuda_sync()
         seconds = time.perf_counter() - started
         texts = [g.text for g in generations]
         reference = reference or texts
