@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from inference.startup import exit_without_teardown, own_process
+    from inference.startup import own_process
+    from preprocessing.process_exit import exit_without_teardown
 
     own_process()  # a process of its own: start-up timed, unused packages kept out
     exit_without_teardown(main())

@@ -11,7 +11,8 @@ from preprocessing.cli import run_commands
 COMMANDS = {"extract": "inference.corpus", "serve": "inference.serve_command"}
 
 if __name__ == "__main__":
-    from inference.startup import exit_without_teardown, own_process
+    from inference.startup import own_process
+    from preprocessing.process_exit import exit_without_teardown
 
     own_process()  # a process of its own: unused packages may be kept out (inference/startup.py)
     exit_without_teardown(run_commands("python -m inference", __doc__, COMMANDS))

@@ -31,20 +31,16 @@ when a test or another program calls them in its own process), and end with
   It must happen before transformers is imported (those checks are cached at their first
   call), and never in a process that already imported one of the packages or that may need it
   later (a training process, a test session): hence `own_process()`.
-- `exit_without_teardown(status)` ends the process without the interpreter's teardown, which
-  took 1.3-1.9 s on CPU after torch, transformers and peft were imported (freeing every module
-  and object one by one, C++ static destructors): the exit handlers run, the output is
-  flushed, then the OS takes the memory back at once.
+- `exit_without_teardown(status)` (preprocessing/process_exit.py) ends the process without the
+  interpreter's teardown, which took 1.3-1.9 s on CPU after torch, transformers and peft were
+  imported: the exit handlers run, the output is flushed, then the OS takes the memory back.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from preprocessing.process_clock import process_age as own_process_age
 
@@ -127,25 +123,3 @@ def import_decoding_stack(adapter: bool, model: bool = True) -> None:
         from transformers import AutoModelForCausalLM  # noqa: F401
     if adapter:
         import peft  # noqa: F401
-
-
-def exit_without_teardown(status: int) -> NoReturn:
-    """Exit with `status` as sys.exit would, minus the interpreter's teardown (see the module's
-    docstring). Non-daemon threads are waited for and every exit handler runs first (atexit's
-    own runner: logging's flush, tqdm, hub clients...), then stdout and stderr are flushed;
-    every file of ours was written and closed (atomically) before. A process with vLLM in it
-    exits normally: its worker processes are shut down by finalizers too."""
-    if "vllm" in sys.modules:
-        sys.exit(status)
-    import threading
-
-    for thread in threading.enumerate():  # as the interpreter does: wait for non-daemon threads
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # what the interpreter's own exit runs next, in the same order
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (e.g. `| head`): nothing more to say
-            pass
-    os._exit(status)

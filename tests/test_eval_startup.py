@@ -105,7 +105,8 @@ def test_a_quantized_or_unknown_checkpoint_keeps_the_quantization_packages(tmp_p
 
 def test_exit_without_teardown_keeps_the_status_the_output_and_the_exit_handlers():
     code = (
-        "import atexit, threading, time; from inference.startup import exit_without_teardown; "
+        "import atexit, threading, time; "
+        "from preprocessing.process_exit import exit_without_teardown; "
         "atexit.register(print, 'handler ran'); "
         "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start(); "
         "print('buffered', end=''); exit_without_teardown(3)"

@@ -10,6 +10,9 @@ it too). It changes nothing that is trained; it does three things:
    4 GB fp32 copy for the loss. When the Trainer only needs the loss (no compute_metrics), we ask
    the fused kernel for it in eval too (`skip_logits=True`): the same loss over the same tokens.
 3. No evaluation before the first step (Axolotl forces one whenever eval_steps is set).
+4. A single-process run ends right after Axolotl's last hook, without the interpreter's teardown
+   (~3 s of freeing torch and CUDA state; preprocessing/process_exit.py): exit handlers still
+   run, and only when no plugin after this one has a `post_train_unload` of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
+from preprocessing.process_exit import exit_without_teardown
 from training.phases import MARKS_FILE, PhaseMarks, epoch_tokens
 
 
@@ -157,3 +161,21 @@ class RunPlugin(BasePlugin):
 
     def post_train_unload(self, cfg) -> None:
         self._mark(cfg, "axolotl clean-up")
+        # Axolotl's last act: do_train returns to its CLI, which exits (status 0).
+        if _single_process() and _last_to_unload(self):
+            exit_without_teardown(0)
+
+
+def _single_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
+def _last_to_unload(plugin: BasePlugin) -> bool:
+    """No plugin registered after `plugin` has a post_train_unload hook still to run."""
+    from axolotl.integrations.base import PluginManager
+
+    plugins = list(PluginManager.get_instance().plugins.values())
+    if plugin not in plugins:
+        return False
+    later = plugins[plugins.index(plugin) + 1 :]
+    return all(type(p).post_train_unload is BasePlugin.post_train_unload for p in later)
