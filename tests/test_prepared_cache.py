@@ -42,7 +42,7 @@ if __name__ == "__main__":
 def test_a_second_run_loads_the_tokenised_rows_the_first_saved(tiny_run, tmp_path):
     config = yaml.safe_load((tiny_run / "config.yml").read_text("utf-8"))
     shared = Path(config["dataset_prepared_path"])
-    assert shared.parent.name == "_tokenised" and tiny_run not in shared.parents
+    assert shared.parent.name.endswith("-tokenised") and tiny_run not in shared.parents
     saved = [p for p in shared.iterdir() if (p / "dataset_info.json").is_file()]
     assert len(saved) == 2  # train and validation, saved by the tiny run's Axolotl process
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "CUDA_VISIBLE_DEVICES": ""}
@@ -77,10 +77,13 @@ def resolved(processed: Path, model: Path, *overrides: str, run: str = "run") ->
     )
 
 
-def test_the_key_ignores_training_settings_and_follows_the_data_settings(copies):
+def test_the_key_ignores_training_settings_and_follows_the_data_settings(copies, tmp_path):
+    from preprocessing.paths import check_output
+
     processed, model = copies
     first = resolved(processed, model)["dataset_prepared_path"]
-    assert Path(first).parent == processed / "_tokenised"
+    assert Path(first).parent == tmp_path / "processed-tokenised"
+    check_output(processed)  # `prepare` can still rebuild the processed dir in place
     same = [
         resolved(processed, model, run="other-run"),
         resolved(processed, model, "learning_rate=0.1", "max_steps=3", "lora_r=4"),
@@ -127,9 +130,8 @@ def test_unfinished_saves_are_removed_and_old_entries_pruned(copies):
     assert (entry / "complete").is_dir() and not (entry / "killed").exists()
     for length in (100, 200, 300, 400):  # four other entries, each used once, oldest first
         resolved(processed, model, f"sequence_len={length}")
-    entries = sorted(p.name for p in (processed / "_tokenised").iterdir())
+    entries = sorted(p.name for p in (processed.parent / "processed-tokenised").iterdir())
     assert len(entries) == prepared_cache.KEEP and entry.name not in entries  # least recent
     resolved(processed, model, "sequence_len=100")  # used again: kept, the now oldest goes
-    assert len(list((processed / "_tokenised").iterdir())) == prepared_cache.KEEP
+    assert len(list((processed.parent / "processed-tokenised").iterdir())) == prepared_cache.KEEP
     assert Path(resolved(processed, model, "sequence_len=100")["dataset_prepared_path"]).is_dir()
-

@@ -1,6 +1,8 @@
 """Axolotl's tokenised datasets, kept across runs: `dataset_prepared_path` points at
-`<processed>/_tokenised/<key>/`, so a second run on the same data loads the dataset Axolotl saved
-instead of tokenising again (27.6 s of an H200 run's start, ~20 s on CPU; bench/results/NOTES.md).
+`<processed>-tokenised/<key>/` (beside the processed dir, which `prepare` owns and refuses to
+rebuild while it holds files it did not write), so a second run on the same data loads the dataset
+Axolotl saved instead of tokenising again (27.6 s of an H200 run's start, ~18 s of ~32 s on CPU;
+bench/results/NOTES.md).
 
 Axolotl names what it saves by a hash of dataset paths, the tokenizer's *name* and a list of
 config keys, never file contents: the same path with other rows, or a rebuilt tokenizer in the
@@ -22,7 +24,7 @@ from typing import Any
 
 from preprocessing.files import REPO, sha256_file
 
-CACHE_DIR = "_tokenised"  # under the processed data dir: derived from it, never committed
+CACHE_SUFFIX = "-tokenised"  # <processed>-tokenised: derived from that data, never committed
 KEEP = 4  # entries kept (most recently used): ~20 MB each for the BC5CDR splits (Llama-3)
 LIBRARIES = ("axolotl", "datasets", "tokenizers", "transformers")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx")
@@ -157,12 +159,12 @@ def _prune(root: Path, keep: Path) -> None:
 
 
 def shared_prepared_dir(config: dict[str, Any], processed: Path) -> Path | None:
-    """``processed``/_tokenised/<key> for ``config`` (created, marked as just used, unfinished
+    """``processed``-tokenised/<key> for ``config`` (created, marked as just used, unfinished
     saves removed, old entries pruned), or None when no trustworthy key exists."""
     key = prepared_key(config)
     if key is None:
         return None
-    root = processed / CACHE_DIR
+    root = processed.parent / f"{processed.name}{CACHE_SUFFIX}"
     entry = root / key
     entry.mkdir(parents=True, exist_ok=True)
     entry.touch()  # mtime = last use, for _prune
