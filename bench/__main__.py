@@ -25,6 +25,7 @@ COMMANDS = {
     "decoding": "bench.decoding_command",
     "serve": "bench.serve",
     "levers": "bench.levers",
+    "data-phase": "bench.data_phase",
     "table": "bench.table",
 }
 

@@ -82,8 +82,6 @@ def resolve_config(
         for dataset in config.get(key) or []:
             dataset["path"] = repo_relative(processed / Path(dataset["path"]).name)
     config["output_dir"] = repo_relative(run_dir)
-    # "_"-prefixed: the Trainer's hub uploads skip it; tokenised data is rebuilt in seconds.
-    config["dataset_prepared_path"] = repo_relative(run_dir / "_prepared")
     config["use_tensorboard"] = True
     if base_model:
         config["base_model"] = base_model
@@ -96,7 +94,22 @@ def resolve_config(
     if gpus > 1 and not config.get("fsdp") and not config.get("fsdp_config"):
         config.setdefault("deepspeed", repo_relative(ZERO2))
     apply_overrides(config, max_steps, overrides)
+    if "dataset_prepared_path" not in dict(parse_override(item) for item in overrides or []):
+        config["dataset_prepared_path"] = repo_relative(prepared_dir(config, run_dir, processed))
     return config
+
+
+def prepared_dir(config: dict[str, Any], run_dir: Path, processed: Path) -> Path:
+    """Where Axolotl saves (and looks for) the tokenised datasets: shared by every run whose data,
+    tokenizer and data settings are the same (training/prepared_cache.py); in the run dir when
+    those cannot be fingerprinted. "_"-prefixed: the Trainer's hub uploads skip it."""
+    from training.prepared_cache import shared_prepared_dir
+
+    shared = shared_prepared_dir(config, processed)
+    if shared is None:
+        say("tokenised data: no fingerprint of the data or tokenizer, tokenising into the run dir")
+        return run_dir / "_prepared"
+    return shared
 
 
 def write_config(config: dict[str, Any], path: Path, recipe: Path) -> None:
