@@ -26,9 +26,10 @@ def exit_without_teardown(status: int) -> NoReturn:
         sys.exit(status)
     import threading
 
-    for thread in threading.enumerate():  # as the interpreter does: wait for non-daemon threads
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # The interpreter's own first step: threading's exit hooks (concurrent.futures wakes its idle
+    # pool workers so they end), then every non-daemon thread is waited for. Joining the threads
+    # without the hooks would wait forever on an idle ThreadPoolExecutor worker.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()  # what the interpreter's own exit runs next, in the same order
     for stream in (sys.stdout, sys.stderr):
         try:

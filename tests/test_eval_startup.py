@@ -103,6 +103,21 @@ def test_a_quantized_or_unknown_checkpoint_keeps_the_quantization_packages(tmp_p
     assert _keep_out(plain, engine="vllm") == []  # vLLM's imports are its own
 
 
+def test_exit_without_teardown_ends_with_an_idle_thread_pool_alive():
+    """An idle ThreadPoolExecutor worker is a non-daemon thread: the interpreter wakes it through
+    threading's exit hooks before waiting for threads; so must we."""
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor; "
+        "from preprocessing.process_exit import exit_without_teardown; "
+        "pool = ThreadPoolExecutor(1); print(pool.submit(lambda: 'pool ran').result()); "
+        "exit_without_teardown(0)"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (0, "pool ran\n"), result.stderr
+
+
 def test_exit_without_teardown_keeps_the_status_the_output_and_the_exit_handlers():
     code = (
         "import atexit, threading, time; "
