@@ -96,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     from inference.run import no_run_message
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    # Our lines and uvicorn's keep INFO whatever happens to the root logger: accelerate sets the
+    # root level to $ACCELERATE_LOG_LEVEL when transformers/peft import it (WARNING in any shell
+    # where Axolotl's defaults were exported), which silenced the access log.
+    for name in ("inference", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.INFO)
     # The JSON protocol logs each rejected request with its reason; uvicorn's own line is noise.
     logging.getLogger("uvicorn.error").addFilter(
         lambda record: record.getMessage() != "Invalid HTTP request received."

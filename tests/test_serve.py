@@ -82,11 +82,15 @@ def stop_server(server: Server) -> None:
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
+    # As in a shell where Axolotl's logging defaults were exported: accelerate then lowers the
+    # root logger's level, and the access log must not go quiet.
+    env = {**os.environ, "ACCELERATE_LOG_LEVEL": "WARNING"}
     running = start_server(
         tiny_run, log,
         "--read-timeout", str(READ_TIMEOUT_S),
         "--max-connections", str(MAX_CONNECTIONS),
         "--max-texts", str(MAX_TEXTS),
+        env=env,
     )  # fmt: skip
     yield running
     stop_server(running)
