@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ from typing import Any
 from preprocessing.files import REPO, now, sha256_file
 from training.build_model import TINY_OUT
 from training.errors import TrainError
+from training.hardware import package_versions
 from training.hub import hub_token
 from training.launch import tee
 from training.recipes import RUNS, load_recipe, recipe_names
@@ -38,13 +38,7 @@ class BenchError(RuntimeError):
 
 
 def versions() -> dict[str, str | None]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return package_versions(PACKAGES)
 
 
 def environment() -> dict[str, Any]:

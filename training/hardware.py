@@ -12,6 +12,20 @@ from typing import Any
 from training import preflight
 
 
+def package_versions(names: tuple[str, ...] | list[str]) -> dict[str, str | None]:
+    """The installed version of each package (None where it is not installed), without
+    importing any of them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def torch_cuda_build() -> str | None:
     """The CUDA version torch was built for, read from torch/version.py without importing torch
     (an import costs the launcher seconds; Axolotl's process imports it anyway)."""
@@ -30,8 +44,6 @@ def gpu_names(gpus: int) -> list[str]:
 
 def hardware(gpus: int) -> dict[str, Any]:
     """run.json's "hardware"."""
-    from importlib.metadata import PackageNotFoundError, version
-
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -40,9 +52,6 @@ def hardware(gpus: int) -> dict[str, Any]:
     }
     if info["gpu_names"]:
         info["cuda"] = torch_cuda_build()
-    for package in ("torch", "axolotl"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:  # informational only
-            pass
+    # Informational only: a package that is not installed is left out.
+    info.update({k: v for k, v in package_versions(("torch", "axolotl")).items() if v})
     return info

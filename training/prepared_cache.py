@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from preprocessing.files import REPO, sha256_file
+from training.hardware import package_versions
 
 CACHE_SUFFIX = "-tokenised"  # <processed>-tokenised: derived from that data, never committed
 KEEP = 4  # entries kept (most recently used): ~20 MB each for the BC5CDR splits (Llama-3)
@@ -46,16 +46,6 @@ NOT_DATA_KEYS = frozenset(
         "eval_f1", "eval_f1_rows", "eval_f1_max_new_tokens",
     }
 )  # fmt: skip
-
-
-def _library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _hub_tokenizer_dir(repo_id: str, revision: str | None) -> Path | None:
@@ -125,7 +115,7 @@ def prepared_key(config: dict[str, Any]) -> str | None:
         "config": settings,
         "data": data,
         "tokenizer": tokenizer,
-        "libraries": _library_versions(),
+        "libraries": package_versions(LIBRARIES),
     }
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
